@@ -1,0 +1,1 @@
+"""The contract shared by training and serving: schemas, feature lists, decision rules, registry."""

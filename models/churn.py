@@ -1,0 +1,216 @@
+"""The churn model's contract, used by training and serving alike.
+
+`Customer` speaks the IBM Telco fields in snake_case and also accepts the original IBM column
+names (`customerID`, `SeniorCitizen`, `TotalCharges` with blanks, ...), so the IBM CSV uploads
+as-is. `to_frame` turns validated customers into the exact feature frame the pipeline was trained
+on; the MLflow signature is derived from the same feature lists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+MODEL_NAME = "churn"
+TARGET = "churn"
+
+YesNo = Literal["Yes", "No"]
+InternetAddon = Literal["Yes", "No", "No internet service"]
+
+#: Risk band cut-offs on the churn probability: [0, 0.30) low, [0.30, 0.60) medium, >= 0.60 high.
+#: Fixed business cut-offs (not learned) so a band means the same thing across model versions.
+RISK_BANDS: tuple[tuple[float, Literal["low", "medium", "high"]], ...] = (
+    (0.30, "low"),
+    (0.60, "medium"),
+    (math.inf, "high"),
+)
+
+NUMERIC_FEATURES: tuple[str, ...] = ("tenure", "monthly_charges", "total_charges")
+BINARY_FEATURES: tuple[str, ...] = (
+    "senior_citizen",
+    "partner",
+    "dependents",
+    "phone_service",
+    "paperless_billing",
+)
+CATEGORICAL_FEATURES: dict[str, tuple[str, ...]] = {
+    "gender": ("Female", "Male"),
+    "multiple_lines": ("No phone service", "No", "Yes"),
+    "internet_service": ("DSL", "Fiber optic", "No"),
+    "online_security": ("No", "Yes", "No internet service"),
+    "online_backup": ("No", "Yes", "No internet service"),
+    "device_protection": ("No", "Yes", "No internet service"),
+    "tech_support": ("No", "Yes", "No internet service"),
+    "streaming_tv": ("No", "Yes", "No internet service"),
+    "streaming_movies": ("No", "Yes", "No internet service"),
+    "contract": ("Month-to-month", "One year", "Two year"),
+    "payment_method": (
+        "Electronic check",
+        "Mailed check",
+        "Bank transfer (automatic)",
+        "Credit card (automatic)",
+    ),
+}
+FEATURES: tuple[str, ...] = NUMERIC_FEATURES + BINARY_FEATURES + tuple(CATEGORICAL_FEATURES)
+
+#: Columns the file route adds to an uploaded table, in this order.
+OUTPUT_COLUMNS: tuple[str, ...] = ("churn_probability", "churn", "risk_band", "model_version")
+
+
+def _alias(snake: str, ibm: str) -> Any:
+    """Accept the snake_case name and the original IBM column name."""
+    return Field(validation_alias=AliasChoices(snake, ibm))
+
+
+class Customer(BaseModel):
+    """One subscription customer, in the IBM Telco schema (snake_case or original names)."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, str_strip_whitespace=True, frozen=True
+    )
+
+    customer_id: Annotated[str | None, Field(max_length=128)] = Field(
+        default=None, validation_alias=AliasChoices("customer_id", "customerID")
+    )
+    gender: Literal["Female", "Male"] = _alias("gender", "gender")
+    senior_citizen: bool = _alias("senior_citizen", "SeniorCitizen")
+    partner: bool = _alias("partner", "Partner")
+    dependents: bool = _alias("dependents", "Dependents")
+    tenure: Annotated[int, Field(ge=0, le=1200)] = _alias("tenure", "tenure")
+    phone_service: bool = _alias("phone_service", "PhoneService")
+    multiple_lines: Literal["No phone service", "No", "Yes"] = _alias(
+        "multiple_lines", "MultipleLines"
+    )
+    internet_service: Literal["DSL", "Fiber optic", "No"] = _alias(
+        "internet_service", "InternetService"
+    )
+    online_security: InternetAddon = _alias("online_security", "OnlineSecurity")
+    online_backup: InternetAddon = _alias("online_backup", "OnlineBackup")
+    device_protection: InternetAddon = _alias("device_protection", "DeviceProtection")
+    tech_support: InternetAddon = _alias("tech_support", "TechSupport")
+    streaming_tv: InternetAddon = _alias("streaming_tv", "StreamingTV")
+    streaming_movies: InternetAddon = _alias("streaming_movies", "StreamingMovies")
+    contract: Literal["Month-to-month", "One year", "Two year"] = _alias("contract", "Contract")
+    paperless_billing: bool = _alias("paperless_billing", "PaperlessBilling")
+    payment_method: Literal[
+        "Electronic check",
+        "Mailed check",
+        "Bank transfer (automatic)",
+        "Credit card (automatic)",
+    ] = _alias("payment_method", "PaymentMethod")
+    monthly_charges: Annotated[float, Field(ge=0, allow_inf_nan=False)] = _alias(
+        "monthly_charges", "MonthlyCharges"
+    )
+    #: Required but nullable: the IBM data leaves it blank for brand-new customers (tenure 0);
+    #: the pipeline imputes it. Omitting the field is an error, sending null or "" is not.
+    total_charges: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = _alias(
+        "total_charges", "TotalCharges"
+    )
+
+    @field_validator("total_charges", mode="before")
+    @classmethod
+    def _blank_is_missing(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+    @field_validator("customer_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        # Parquet/Arrow files may carry numeric ids; the id is an opaque label, not a number.
+        if isinstance(value, int | np.integer) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+
+class ChurnPrediction(BaseModel):
+    """The churn answer for one customer, traceable to the model version that made it."""
+
+    customer_id: str | None = Field(description="Echo of the request's customer_id")
+    churn_probability: float = Field(ge=0, le=1)
+    churn: bool = Field(description="churn_probability >= the model version's decision threshold")
+    risk_band: Literal["low", "medium", "high"] = Field(
+        description="low < 0.30 <= medium < 0.60 <= high, on churn_probability"
+    )
+    model_version: str
+
+
+#: Every name a column may carry in an upload, mapped to the canonical field name.
+COLUMN_ALIASES: dict[str, str] = {}
+for _name, _field in Customer.model_fields.items():
+    _choices = _field.validation_alias
+    assert isinstance(_choices, AliasChoices)
+    for _choice in _choices.choices:
+        assert isinstance(_choice, str)
+        COLUMN_ALIASES[_choice] = _name
+
+
+def risk_band(probability: float) -> Literal["low", "medium", "high"]:
+    """Map a churn probability to its documented band."""
+    for upper, band in RISK_BANDS:
+        if probability < upper:
+            return band
+    return "high"  # unreachable: the last cut-off is +inf
+
+
+def to_frame(customers: Sequence[Customer]) -> pd.DataFrame:
+    """The feature frame the pipeline expects: fixed column order and dtypes."""
+    rows = [c.model_dump(include=set(FEATURES)) for c in customers]
+    frame = pd.DataFrame.from_records(rows, columns=list(FEATURES))
+    for name in NUMERIC_FEATURES:
+        frame[name] = frame[name].astype("float64")
+    for name in BINARY_FEATURES:
+        frame[name] = frame[name].astype("int64")
+    for name in CATEGORICAL_FEATURES:
+        frame[name] = frame[name].astype(object)
+    return frame
+
+
+def predictions_from_probabilities(
+    customers: Sequence[Customer], probabilities: np.ndarray, threshold: float, version: str
+) -> list[ChurnPrediction]:
+    """Apply the decision rule and the risk bands to the model's probabilities."""
+    return [
+        ChurnPrediction(
+            customer_id=c.customer_id,
+            churn_probability=float(p),
+            churn=bool(p >= threshold),
+            risk_band=risk_band(float(p)),
+            model_version=version,
+        )
+        for c, p in zip(customers, probabilities, strict=True)
+    ]
+
+
+def mlflow_signature() -> Any:
+    """The MLflow signature of the churn pipeline, built from this contract's feature lists."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    inputs = [ColSpec("double", n, required=n != "total_charges") for n in NUMERIC_FEATURES]
+    inputs += [ColSpec("long", n) for n in BINARY_FEATURES]
+    inputs += [ColSpec("string", n) for n in CATEGORICAL_FEATURES]
+    # Served through predict_proba: column 0 is P(stay), column 1 is P(churn).
+    outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
+    return ModelSignature(inputs=Schema(inputs), outputs=outputs)
+
+
+def score(model: Any, customers: Sequence[Customer], threshold: float, version: str) -> list[
+    ChurnPrediction
+]:
+    """Score customers with a loaded pipeline and apply the version's decision rule."""
+    if not customers:
+        return []
+    probabilities = model.predict_proba(to_frame(customers))[:, 1]
+    return predictions_from_probabilities(customers, probabilities, threshold, version)

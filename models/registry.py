@@ -1,0 +1,140 @@
+"""Resolve `models:/<name>@<alias>` to a concrete registered version and load it, loudly.
+
+Serving never loads "whatever `@champion` is right now" by URI alone: it resolves the alias to a
+version first, so every response and database row can name the version that produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.settings import ModelSettings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+#: Version tag that stores the decision threshold chosen on validation data at training time.
+THRESHOLD_TAG = "decision_threshold"
+#: Metrics copied from the training run into `GET /models`.
+KEY_METRICS = ("holdout_roc_auc", "cv_roc_auc_mean", "holdout_pr_auc", "holdout_brier")
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The registry has no version for the requested name and alias."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded model version and what clients need to know about it."""
+
+    name: str
+    alias: str
+    version: str
+    run_id: str
+    source: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    model: Any = field(repr=False)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold stored with this version (0.5 only if training stored none)."""
+        return float(self.tags.get(THRESHOLD_TAG, 0.5))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for `GET /models`."""
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "version": self.version,
+            "run_id": self.run_id,
+            "metrics": self.metrics,
+            "decision_threshold": self.threshold,
+            "loaded_at": self.loaded_at.isoformat(),
+        }
+
+
+def configure_mlflow(settings: ModelSettings | None = None) -> MlflowClient:
+    """Point MLflow at the configured store and return a client (called, never run at import)."""
+    import mlflow
+
+    settings = settings or get_settings()
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(settings: ModelSettings | None = None) -> str:
+    """Create (once) the experiment with an explicit artifact location and make it active."""
+    import mlflow
+
+    settings = settings or get_settings()
+    client = configure_mlflow(settings)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
+        experiment_id = client.create_experiment(
+            settings.experiment_name, artifact_location=settings.mlflow_artifact_root.as_uri()
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
+
+
+def resolve(client: MlflowClient, name: str, alias: str) -> Any:
+    """The ModelVersion the alias points to; a clear error if there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ModelNotAvailableError(
+            f"registered model {name!r} has no version with alias {alias!r} in "
+            f"{client.tracking_uri}: train one with `python -m training {name}` "
+            f"(the first version becomes @{alias})"
+        ) from exc
+
+
+def load(name: str, alias: str | None = None, settings: ModelSettings | None = None) -> ServedModel:
+    """Resolve the alias, then load exactly that version with its metrics and tags."""
+    import mlflow.sklearn
+
+    settings = settings or get_settings()
+    alias = alias or settings.serving_alias
+    client = configure_mlflow(settings)
+    version = resolve(client, name, alias)
+    run = client.get_run(version.run_id)
+    model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
+    served = ServedModel(
+        name=name,
+        alias=alias,
+        version=str(version.version),
+        run_id=version.run_id,
+        source=str(version.source),
+        metrics={k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics},
+        tags=dict(version.tags),
+        model=model,
+    )
+    log.info("loaded %s version %s (@%s, run %s)", name, served.version, alias, served.run_id)
+    return served
+
+
+def has_alias(name: str, alias: str, settings: ModelSettings | None = None) -> bool:
+    """Whether `name@alias` resolves (used by `make up` to skip retraining)."""
+    client = configure_mlflow(settings)
+    try:
+        resolve(client, name, alias)
+    except ModelNotAvailableError:
+        return False
+    return True

@@ -1,0 +1,168 @@
+"""Tabular files in and out (CSV, Parquet, Arrow IPC) and turning their rows into contract records.
+
+The format is told from the bytes (Parquet and Arrow files carry magic numbers), not from the
+file name, and the answer goes back in the same format with the input columns untouched and in
+order. CSV is read as text so identifiers such as `customerID` come back byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+TableFormat = Literal["csv", "parquet", "arrow"]
+
+MEDIA_TYPES: dict[TableFormat, str] = {
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+    "arrow": "application/vnd.apache.arrow.file",
+}
+
+#: At most this many row problems are listed in one error answer.
+MAX_LISTED_PROBLEMS = 20
+
+
+@dataclass
+class TableError(ValueError):
+    """The upload cannot be scored; `problems` name the row (1-based) and column of each."""
+
+    message: str
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 400
+
+    def __str__(self) -> str:
+        return self.message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "detail": self.problems}
+
+
+def sniff_format(data: bytes) -> TableFormat:
+    """Parquet and Arrow IPC by their magic bytes; anything else must be UTF-8 CSV text."""
+    if data[:4] == b"PAR1" and data[-4:] == b"PAR1":
+        return "parquet"
+    if data[:6] == b"ARROW1" or data[:4] == b"\xff\xff\xff\xff":
+        return "arrow"
+    try:
+        data[:65536].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TableError(
+            "file: not a CSV (UTF-8 text), Parquet or Arrow IPC file",
+            [{"field": "file", "problem": f"undecodable byte at offset {exc.start}"}],
+            status=415,
+        ) from exc
+    return "csv"
+
+
+def read_table(data: bytes) -> tuple[pd.DataFrame, TableFormat]:
+    """Parse an upload into a frame; CSV cells stay text (the contract does the typing)."""
+    if not data:
+        raise TableError("file: the upload is empty", [{"field": "file", "problem": "empty"}])
+    fmt = sniff_format(data)
+    try:
+        if fmt == "parquet":
+            frame = pq.read_table(io.BytesIO(data)).to_pandas()
+        elif fmt == "arrow":
+            reader: Any = (
+                pa.ipc.open_file(io.BytesIO(data))
+                if data[:6] == b"ARROW1"
+                else pa.ipc.open_stream(io.BytesIO(data))
+            )
+            frame = reader.read_all().to_pandas()
+        else:
+            frame = pd.read_csv(
+                io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig"
+            )
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        raise TableError(
+            f"file: could not be read as {fmt}: {exc}",
+            [{"field": "file", "problem": str(exc)}],
+        ) from exc
+    return frame, fmt
+
+
+def write_table(frame: pd.DataFrame, fmt: TableFormat) -> bytes:
+    """Serialise a frame back into the upload's format."""
+    sink = io.BytesIO()
+    if fmt == "csv":
+        frame.to_csv(sink, index=False)
+    elif fmt == "parquet":
+        frame.to_parquet(sink, index=False)
+    else:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    return sink.getvalue()
+
+
+def _clean(value: Any) -> Any:
+    # Parquet/Arrow nulls arrive as NaN/None/NA; the contract decides whether null is allowed.
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def validate_rows(
+    frame: pd.DataFrame, schema: type[M], aliases: dict[str, str], max_rows: int
+) -> list[M]:
+    """Rows of `frame` as `schema` records; unknown columns are ignored (and kept by the caller).
+
+    Errors name the 1-based data row and the column as the file spells it.
+    """
+    if len(frame) == 0:
+        raise TableError("file: has a header but no rows", [{"field": "file", "problem": "empty"}])
+    if len(frame) > max_rows:
+        raise TableError(
+            f"file: {len(frame)} rows is over the limit of {max_rows} rows per file",
+            [{"field": "file", "problem": f"at most {max_rows} rows"}],
+            status=413,
+        )
+    by_field: dict[str, list[str]] = {}
+    for column in frame.columns:
+        if column in aliases:
+            by_field.setdefault(aliases[column], []).append(str(column))
+    doubled = {f: cols for f, cols in by_field.items() if len(cols) > 1}
+    if doubled:
+        raise TableError(
+            "file: the same field appears under more than one column name",
+            [{"field": f, "problem": f"columns {cols} all map to it"} for f, cols in doubled.items()],
+        )
+    missing = [
+        name
+        for name, info in schema.model_fields.items()
+        if info.is_required() and name not in by_field
+    ]
+    if missing:
+        raise TableError(
+            f"file: missing required columns: {', '.join(missing)}",
+            [{"field": name, "problem": "column missing"} for name in missing],
+        )
+    columns = [cols[0] for cols in by_field.values()]
+    records = [
+        {k: _clean(v) for k, v in zip(columns, row, strict=True)}
+        for row in frame[columns].itertuples(index=False, name=None)
+    ]
+    try:
+        return TypeAdapter(list[schema]).validate_python(records)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        problems = [
+            {
+                "row": int(err["loc"][0]) + 1,
+                "field": str(err["loc"][1]) if len(err["loc"]) > 1 else "row",
+                "problem": err["msg"],
+            }
+            for err in exc.errors(include_url=False)[:MAX_LISTED_PROBLEMS]
+        ]
+        raise TableError(
+            f"file: {exc.error_count()} invalid values (first {len(problems)} listed)", problems
+        ) from exc

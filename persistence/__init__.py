@@ -1,0 +1,1 @@
+"""Where every prediction is kept: tables, engine factory, buffered writer, Alembic migrations."""

@@ -1,0 +1,42 @@
+"""Alembic environment: the URL comes from the caller (persistence.migrate) or DATABASE_URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from persistence.db import make_engine, normalise_url
+from persistence.settings import get_settings
+from persistence.tables import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    return normalise_url(config.get_main_option("sqlalchemy.url") or get_settings().database_url)
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+    else:
+        engine = make_engine(_url())
+        with engine.connect() as conn:
+            _run(conn)
+        engine.dispose()

@@ -1,0 +1,36 @@
+"""Persistence settings: `DATABASE_URL` (standard name) and the writer's batching knobs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.settings import PROJECT_ROOT
+
+
+class PersistenceSettings(BaseSettings):
+    """Read from the environment once, on first use."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    #: SQLite under `.data/` when unset, so `make up` needs no database server.
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{PROJECT_ROOT / '.data' / 'clientinsight.db'}",
+        validation_alias="DATABASE_URL",
+    )
+    #: Run `alembic upgrade head` when the API starts (one API worker: safe; see docs).
+    auto_migrate: bool = Field(default=True, validation_alias="CLIENTINSIGHT_DB_AUTO_MIGRATE")
+    writer_batch_rows: int = Field(
+        default=1000, ge=1, validation_alias="CLIENTINSIGHT_WRITER_BATCH_ROWS"
+    )
+    writer_flush_interval_s: float = Field(
+        default=0.25, gt=0, validation_alias="CLIENTINSIGHT_WRITER_FLUSH_INTERVAL_S"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> PersistenceSettings:
+    """The process-wide persistence settings."""
+    return PersistenceSettings()

@@ -1,0 +1,53 @@
+"""SQLAlchemy 2.0 table definitions: one generic `predictions` table for every model.
+
+Generic on purpose: a new model adds rows, not columns. `score` and `label` hold each model's
+headline output (churn: probability and risk band) so dashboards need no JSON parsing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, Float, Index, MetaData, String, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+#: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+JSONDocument: TypeEngine[object] = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Prediction(Base):
+    """One model output for one input row."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[object] = mapped_column(Uuid, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str | None] = mapped_column(String(128))
+    score: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(32))
+    inputs: Mapped[object] = mapped_column(JSONDocument)
+    outputs: Mapped[object] = mapped_column(JSONDocument)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_predictions_model_created", "model_name", "created_at"),
+        Index("ix_predictions_entity", "entity_id"),
+    )
+
+
+predictions = Prediction.__table__

@@ -1,0 +1,1 @@
+"""Training, evaluation, registration and promotion of ClientInsight's models (`python -m training`)."""

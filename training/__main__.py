@@ -1,0 +1,83 @@
+"""`python -m training ...`: the data scientist's entry point.
+
+    python -m training churn [--data PATH.csv] [--sample N]   train, log, register (first -> @champion)
+    python -m training ensure                                  train only models with no champion yet
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+#: Models `ensure` (and so `make up`) makes sure are served.
+SERVED_MODELS = ("churn",)
+
+
+def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
+    from training import churn as churn_training
+    from training.data import load_churn
+    from training.progress import Steps
+
+    steps = Steps.to_terminal()
+    with steps.step("load and validate churn data"):
+        dataset = load_churn(data, sample=sample, seed=seed)
+    console = Console(stderr=True)
+    console.print(f"data: {dataset.source} ({dataset.rows} rows, sha256 {dataset.sha256[:12]})")
+    result = churn_training.train(
+        dataset, churn_training.TrainingConfig(seed=seed), steps=steps
+    )
+    table = Table(title=f"churn run {result.run_id}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in churn_training.summary(result).items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+    return 0
+
+
+def _ensure() -> int:
+    from models.registry import has_alias
+    from models.settings import get_settings
+
+    alias = get_settings().serving_alias
+    for name in SERVED_MODELS:
+        if has_alias(name, alias):
+            print(f"{name}@{alias} exists: not retraining (use `make train` to retrain)")
+            continue
+        print(f"{name}@{alias} missing: training it now")
+        _train_churn(None, None, 42)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("churn", help="train, evaluate, log and register the churn model")
+    train.add_argument("--data", type=Path, help="IBM Telco CSV in its original schema")
+    train.add_argument("--sample", type=int, help="train on a stratified sample of N rows")
+    train.add_argument("--seed", type=int, default=42)
+    commands.add_parser("ensure", help="train each served model that has no champion yet")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING)
+    from training.data import DataError
+
+    try:
+        if args.command == "churn":
+            return _train_churn(args.data, args.sample, args.seed)
+        return _ensure()
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
