@@ -54,6 +54,8 @@ class ChurnModel:
 
     def __init__(self) -> None:
         self.served = registry.load(churn.MODEL_NAME)
+        # Per worker: how adaptive batching is actually grouping requests.
+        self.batching = {"batches": 0, "rows": 0, "largest_batch": 0}
 
     # list[Customer] rather than a DataFrame: BentoML 1.4's DataFrame batching is broken.
     @bentoml.api(
@@ -62,6 +64,9 @@ class ChurnModel:
         max_latency_ms=settings.churn_max_latency_ms,
     )
     def predict(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
+        self.batching["batches"] += 1
+        self.batching["rows"] += len(customers)
+        self.batching["largest_batch"] = max(self.batching["largest_batch"], len(customers))
         return churn.score(
             self.served.model, customers, self.served.threshold, self.served.version
         )
@@ -75,7 +80,7 @@ class ChurnModel:
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
-        return self.served.describe()
+        return {**self.served.describe(), "batching": dict(self.batching)}
 
 
 admin = FastAPI(title="ClientInsight admin", docs_url=None, redoc_url=None, openapi_url=None)

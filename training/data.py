@@ -37,7 +37,7 @@ class Dataset:
 
 
 class DataError(ValueError):
-    """The training data does not fit the contract; the message names the row and the field."""
+    """The training data does not fit the contract; names the (1-based data) row and the field."""
 
 
 def _validate(records: list[dict[str, object]], source: str) -> list[churn.Customer]:
@@ -47,7 +47,7 @@ def _validate(records: list[dict[str, object]], source: str) -> list[churn.Custo
         first = exc.errors()[0]
         row, *field = first["loc"]
         raise DataError(
-            f"{source}: row {row}: {'.'.join(map(str, field))}: {first['msg']} "
+            f"{source}: row {int(row) + 1}: {'.'.join(map(str, field))}: {first['msg']} "
             f"({exc.error_count()} problems in all)"
         ) from exc
 

@@ -1,0 +1,71 @@
+# ClientInsight: the two commands are `make up` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+
+# Local settings (copy .env.example to .env); the code itself never reads files for settings.
+-include .env
+export
+# Small machines: one OpenMP thread per worker; no telemetry calls from MLflow or BentoML.
+export OMP_NUM_THREADS ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export BENTOML_DO_NOT_TRACK ?= True
+
+.PHONY: help install up serve train migrate test lint unit integration bento clean
+
+help:
+	@echo "make up        install, train+register the demo models if no champion exists, serve on :$(PORT)"
+	@echo "make test      install and run the whole suite (lint, types, unit, integration, PostgreSQL)"
+	@echo "make train     retrain and register a new churn version (first version becomes @champion)"
+	@echo "make serve     serve what the registry's @champion aliases point to, without training"
+	@echo "make migrate   apply database migrations to DATABASE_URL (default: SQLite under .data/)"
+	@echo "make bento     build a Bento (bentofile.yaml); containerizing needs a Docker engine"
+	@echo "make clean     remove the local MLflow store, predictions database and venv"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[demo,dev]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(BIN)/python -m training ensure
+	$(MAKE) --no-print-directory serve
+
+serve: install migrate
+	$(BIN)/bentoml serve service:ClientInsight --port $(PORT)
+
+train: install
+	$(BIN)/python -m training churn
+
+migrate: install
+	$(BIN)/python -m persistence upgrade
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+test: install lint
+	$(BIN)/pytest
+
+bento: install
+	$(BIN)/bentoml build --version "$$(git rev-parse --short HEAD)"
+
+clean:
+	rm -rf .mlflow .data $(VENV) *.egg-info

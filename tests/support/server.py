@@ -1,0 +1,87 @@
+"""A real `bentoml serve service:ClientInsight` process on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.postgres import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Server:
+    url: str
+    database_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _bentoml() -> str:
+    return str(Path(sys.executable).with_name("bentoml"))
+
+
+@contextmanager
+def serve(env: dict[str, str], log_path: Path, timeout: float = 90) -> Iterator[Server]:
+    """Start the service with `env` added; wait until the model answers; SIGTERM on exit."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BENTOML_DO_NOT_TRACK": "True",
+        **env,
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [_bentoml(), "serve", "service:ClientInsight", "--port", str(port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", env.get("DATABASE_URL", ""), log_path, process)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited early:\n{server.log()[-5000:]}")
+            try:
+                ready = httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200
+                models = httpx.get(f"{server.url}/models", timeout=5).json()["models"]
+                if ready and all("version" in m for m in models):
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service not ready in {timeout}s:\n{server.log()[-5000:]}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM the whole process group (graceful shutdown flushes the writer), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

@@ -1,0 +1,145 @@
+"""The churn contract: field names, IBM aliases, validation, risk bands, feature frame."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from models import churn
+
+SNAKE = {
+    "customer_id": "7590-VHVEG",
+    "gender": "Female",
+    "senior_citizen": 0,
+    "partner": "Yes",
+    "dependents": "No",
+    "tenure": 1,
+    "phone_service": "No",
+    "multiple_lines": "No phone service",
+    "internet_service": "DSL",
+    "online_security": "No",
+    "online_backup": "Yes",
+    "device_protection": "No",
+    "tech_support": "No",
+    "streaming_tv": "No",
+    "streaming_movies": "No",
+    "contract": "Month-to-month",
+    "paperless_billing": "Yes",
+    "payment_method": "Electronic check",
+    "monthly_charges": 29.85,
+    "total_charges": 29.85,
+}
+
+IBM = {
+    "customerID": "7590-VHVEG",
+    "gender": "Female",
+    "SeniorCitizen": "0",
+    "Partner": "Yes",
+    "Dependents": "No",
+    "tenure": "1",
+    "PhoneService": "No",
+    "MultipleLines": "No phone service",
+    "InternetService": "DSL",
+    "OnlineSecurity": "No",
+    "OnlineBackup": "Yes",
+    "DeviceProtection": "No",
+    "TechSupport": "No",
+    "StreamingTV": "No",
+    "StreamingMovies": "No",
+    "Contract": "Month-to-month",
+    "PaperlessBilling": "Yes",
+    "PaymentMethod": "Electronic check",
+    "MonthlyCharges": "29.85",
+    "TotalCharges": "29.85",
+}
+
+
+def test_ibm_column_names_map_to_the_same_customer() -> None:
+    assert churn.Customer.model_validate(IBM) == churn.Customer.model_validate(SNAKE)
+
+
+def test_yes_no_and_zero_one_are_booleans() -> None:
+    customer = churn.Customer.model_validate(SNAKE)
+    assert customer.partner is True
+    assert customer.senior_citizen is False
+
+
+@pytest.mark.parametrize("blank", ["", " ", None, math.nan])
+def test_blank_total_charges_is_missing_not_zero(blank: object) -> None:
+    customer = churn.Customer.model_validate({**IBM, "TotalCharges": blank})
+    assert customer.total_charges is None
+
+
+def test_total_charges_must_be_present_even_if_null() -> None:
+    data = dict(SNAKE)
+    del data["total_charges"]
+    with pytest.raises(ValidationError) as info:
+        churn.Customer.model_validate(data)
+    assert info.value.errors()[0]["loc"] == ("total_charges",)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tenure", -1),
+        ("monthly_charges", "abc"),
+        ("monthly_charges", math.inf),
+        ("contract", "Three year"),
+        ("gender", "F"),
+        ("partner", "maybe"),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        churn.Customer.model_validate({**SNAKE, field: value})
+    assert [e["loc"] for e in info.value.errors()] == [(field,)]
+
+
+def test_unknown_fields_are_rejected_by_name() -> None:
+    with pytest.raises(ValidationError) as info:
+        churn.Customer.model_validate({**SNAKE, "tenur": 3})
+    assert info.value.errors()[0]["loc"] == ("tenur",)
+
+
+def test_numeric_customer_ids_become_text() -> None:
+    assert churn.Customer.model_validate({**SNAKE, "customer_id": 42}).customer_id == "42"
+
+
+@pytest.mark.parametrize(
+    ("probability", "band"),
+    [(0.0, "low"), (0.2999, "low"), (0.30, "medium"), (0.5999, "medium"), (0.60, "high"),
+     (1.0, "high")],
+)
+def test_risk_band_cut_offs(probability: float, band: str) -> None:
+    assert churn.risk_band(probability) == band
+
+
+def test_decision_uses_the_version_threshold() -> None:
+    customers = [churn.Customer.model_validate(SNAKE)] * 3
+    out = churn.predictions_from_probabilities(customers, np.array([0.2, 0.34, 0.9]), 0.34, "7")
+    assert [p.churn for p in out] == [False, True, True]
+    assert [p.risk_band for p in out] == ["low", "medium", "high"]
+    assert {p.model_version for p in out} == {"7"}
+    assert out[0].customer_id == "7590-VHVEG"
+
+
+def test_feature_frame_has_the_contract_layout() -> None:
+    frame = churn.to_frame([churn.Customer.model_validate({**SNAKE, "total_charges": None})])
+    assert tuple(frame.columns) == churn.FEATURES
+    assert frame["partner"].dtype == np.int64
+    assert frame["tenure"].dtype == np.float64
+    assert math.isnan(frame.loc[0, "total_charges"])
+
+
+def test_signature_is_derived_from_the_feature_lists() -> None:
+    signature = churn.mlflow_signature()
+    assert tuple(signature.inputs.input_names()) == churn.FEATURES
+
+
+def test_every_alias_maps_to_a_field() -> None:
+    assert set(churn.COLUMN_ALIASES.values()) == set(churn.Customer.model_fields)
+    assert churn.COLUMN_ALIASES["TotalCharges"] == "total_charges"
+    assert churn.COLUMN_ALIASES["customerID"] == "customer_id"
