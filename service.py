@@ -67,16 +67,12 @@ class ChurnModel:
         self.batching["batches"] += 1
         self.batching["rows"] += len(customers)
         self.batching["largest_batch"] = max(self.batching["largest_batch"], len(customers))
-        return churn.score(
-            self.served.model, customers, self.served.threshold, self.served.version
-        )
+        return churn.score(self.served.model, customers, self.served.threshold, self.served.version)
 
     @bentoml.api
     def predict_bulk(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
         """Unbatched scoring of one large chunk (file uploads)."""
-        return churn.score(
-            self.served.model, customers, self.served.threshold, self.served.version
-        )
+        return churn.score(self.served.model, customers, self.served.threshold, self.served.version)
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
@@ -126,8 +122,11 @@ class ClientInsight:
             return None, _problem(
                 ctx,
                 503,
-                {"error": "the churn model service is unavailable", "model": churn.MODEL_NAME,
-                 "reason": reason},
+                {
+                    "error": "the churn model service is unavailable",
+                    "model": churn.MODEL_NAME,
+                    "reason": reason,
+                },
             )
 
     @bentoml.api(route="/churn/predict")
@@ -139,12 +138,20 @@ class ClientInsight:
         """Churn probability, decision and risk band for one or more customers, in order."""
         started = time.perf_counter()
         if len(customers) > settings.max_rows_per_request:
-            return _problem(ctx, 413, {
-                "error": f"customers: {len(customers)} items is over the limit of "
-                f"{settings.max_rows_per_request} per request; upload a file instead",
-                "detail": [{"field": "customers", "problem":
-                            f"at most {settings.max_rows_per_request} items"}],
-            })
+            return _problem(
+                ctx,
+                413,
+                {
+                    "error": f"customers: {len(customers)} items is over the limit of "
+                    f"{settings.max_rows_per_request} per request; upload a file instead",
+                    "detail": [
+                        {
+                            "field": "customers",
+                            "problem": f"at most {settings.max_rows_per_request} items",
+                        }
+                    ],
+                },
+            )
         predictions, failure = await self._call_model(
             ctx, self.churn_model.to_async.predict(customers)
         )
@@ -152,12 +159,19 @@ class ClientInsight:
             return failure
         request_id = str(uuid.uuid4())
         ctx.response.headers["X-Request-ID"] = request_id
-        self.writer.submit(rows_for(
-            model_name=churn.MODEL_NAME, request_id=request_id, source="api",
-            inputs=customers, outputs=predictions, entity_field="customer_id",
-            score_field="churn_probability", label_field="risk_band",
-            latency_ms=(time.perf_counter() - started) * 1000,
-        ))
+        self.writer.submit(
+            rows_for(
+                model_name=churn.MODEL_NAME,
+                request_id=request_id,
+                source="api",
+                inputs=customers,
+                outputs=predictions,
+                entity_field="customer_id",
+                score_field="churn_probability",
+                label_field="risk_band",
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
         return list(predictions)
 
     @bentoml.api(route="/churn/predict_file")
@@ -187,12 +201,19 @@ class ClientInsight:
         for column in churn.OUTPUT_COLUMNS:
             out[column] = [getattr(p, column) for p in predictions]
         request_id = str(uuid.uuid4())
-        self.writer.submit(rows_for(
-            model_name=churn.MODEL_NAME, request_id=request_id, source="file",
-            inputs=customers, outputs=predictions, entity_field="customer_id",
-            score_field="churn_probability", label_field="risk_band",
-            latency_ms=(time.perf_counter() - started) * 1000,
-        ))
+        self.writer.submit(
+            rows_for(
+                model_name=churn.MODEL_NAME,
+                request_id=request_id,
+                source="file",
+                inputs=customers,
+                outputs=predictions,
+                entity_field="customer_id",
+                score_field="churn_probability",
+                label_field="risk_band",
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
         return Response(  # type: ignore[return-value]
             tabular.write_table(out, fmt),
             media_type=tabular.MEDIA_TYPES[fmt],

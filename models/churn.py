@@ -198,7 +198,9 @@ def mlflow_signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    inputs = [ColSpec("double", n, required=n != "total_charges") for n in NUMERIC_FEATURES]
+    inputs: list[ColSpec | TensorSpec] = [
+        ColSpec("double", n, required=n != "total_charges") for n in NUMERIC_FEATURES
+    ]
     inputs += [ColSpec("long", n) for n in BINARY_FEATURES]
     inputs += [ColSpec("string", n) for n in CATEGORICAL_FEATURES]
     # Served through predict_proba: column 0 is P(stay), column 1 is P(churn).
@@ -206,9 +208,9 @@ def mlflow_signature() -> Any:
     return ModelSignature(inputs=Schema(inputs), outputs=outputs)
 
 
-def score(model: Any, customers: Sequence[Customer], threshold: float, version: str) -> list[
-    ChurnPrediction
-]:
+def score(
+    model: Any, customers: Sequence[Customer], threshold: float, version: str
+) -> list[ChurnPrediction]:
     """Score customers with a loaded pipeline and apply the version's decision rule."""
     if not customers:
         return []

@@ -135,7 +135,10 @@ def validate_rows(
     if doubled:
         raise TableError(
             "file: the same field appears under more than one column name",
-            [{"field": f, "problem": f"columns {cols} all map to it"} for f, cols in doubled.items()],
+            [
+                {"field": f, "problem": f"columns {cols} all map to it"}
+                for f, cols in doubled.items()
+            ],
         )
     missing = [
         name

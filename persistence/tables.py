@@ -7,14 +7,15 @@ headline output (churn: probability and risk band) so dashboards need no JSON pa
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, MetaData, String, Uuid
+from sqlalchemy import JSON, DateTime, Float, Index, MetaData, String, Table, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 #: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
-JSONDocument: TypeEngine[object] = JSON().with_variant(JSONB(), "postgresql")
+JSONDocument: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -50,4 +51,4 @@ class Prediction(Base):
     )
 
 
-predictions = Prediction.__table__
+predictions: Table = Prediction.__table__  # type: ignore[assignment]

@@ -197,8 +197,9 @@ class PredictionWriter:
             except Exception:
                 with self._lock:
                     self._stats.write_failures += 1
-                log.exception("writing %d prediction rows failed; retrying in %.1fs",
-                              len(batch), backoff)
+                log.exception(
+                    "writing %d prediction rows failed; retrying in %.1fs", len(batch), backoff
+                )
                 if self._stopping.is_set():
                     return
                 time.sleep(backoff)

@@ -1,1 +1,1 @@
-"""Training, evaluation, registration and promotion of ClientInsight's models (`python -m training`)."""
+"""Training, evaluation, registration and promotion of the models (`python -m training`)."""

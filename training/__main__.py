@@ -1,7 +1,7 @@
 """`python -m training ...`: the data scientist's entry point.
 
-    python -m training churn [--data PATH.csv] [--sample N]   train, log, register (first -> @champion)
-    python -m training ensure                                  train only models with no champion yet
+python -m training churn [--data PATH.csv] [--sample N]   train, log, register (first -> @champion)
+python -m training ensure                                  train only models with no champion yet
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
         dataset = load_churn(data, sample=sample, seed=seed)
     console = Console(stderr=True)
     console.print(f"data: {dataset.source} ({dataset.rows} rows, sha256 {dataset.sha256[:12]})")
-    result = churn_training.train(
-        dataset, churn_training.TrainingConfig(seed=seed), steps=steps
-    )
+    result = churn_training.train(dataset, churn_training.TrainingConfig(seed=seed), steps=steps)
     table = Table(title=f"churn run {result.run_id}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -57,8 +55,11 @@ def _ensure() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("churn", help="train, evaluate, log and register the churn model")
     train.add_argument("--data", type=Path, help="IBM Telco CSV in its original schema")

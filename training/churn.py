@@ -89,6 +89,7 @@ def train(
     """Run the whole training workflow as one MLflow run; register and maybe promote."""
     import mlflow
     import mlflow.sklearn
+    from mlflow.data.pandas_dataset import from_pandas
 
     config = config or TrainingConfig()
     settings = settings or get_settings()
@@ -103,7 +104,10 @@ def train(
         stratify=data.target,
         random_state=config.seed,
     )
-    with mlflow.start_run(run_name="churn") as run:
+    with mlflow.start_run(run_name="churn") as run, warnings.catch_warnings():
+        # The signature is explicit (from the contract); MLflow's hint about inferring integer
+        # columns from examples (dataset and input example) does not apply to it.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         mlflow.set_tags({"model": churn.MODEL_NAME, "dataset.source": data.source})
         mlflow.log_params(
             {
@@ -124,16 +128,16 @@ def train(
         # MLflow resolves file paths as sources; packaged data is recorded by the params above.
         source = data.source if Path(data.source).is_file() else None
         mlflow.log_input(
-            mlflow.data.from_pandas(frame, source=source, name="churn", targets=churn.TARGET),
+            from_pandas(frame, source=source, name="churn", targets=churn.TARGET),
             context="training",
         )
 
         with steps.step(f"{config.cv_folds}-fold cross-validation"):
             pipeline = build_pipeline(config.C, config.seed)
             folds = StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.seed)
-            oof = cross_val_predict(
-                pipeline, x_train, y_train, cv=folds, method="predict_proba"
-            )[:, 1]
+            oof = cross_val_predict(pipeline, x_train, y_train, cv=folds, method="predict_proba")[
+                :, 1
+            ]
             fold_aucs = [
                 evaluate.binary_metrics(y_train[idx], oof[idx], 0.5, "f")["f_roc_auc"]
                 for _, idx in folds.split(x_train, y_train)
@@ -153,7 +157,11 @@ def train(
 
         with steps.step("plots, data profile and evaluation set"):
             importance = permutation_importance(
-                pipeline, x_test, y_test, scoring="roc_auc", n_repeats=5,
+                pipeline,
+                x_test,
+                y_test,
+                scoring="roc_auc",
+                n_repeats=5,
                 random_state=config.seed,
             )
             importance_series = pd.Series(importance.importances_mean, index=x_test.columns)
@@ -165,7 +173,7 @@ def train(
             )
             mlflow.log_dict(evaluate.data_profile(data.features, data.target), "data_profile.json")
             mlflow.log_dict(
-                {k: float(v) for k, v in importance_series.items()}, "feature_importance.json"
+                {str(k): float(v) for k, v in importance_series.items()}, "feature_importance.json"
             )
             with tempfile.TemporaryDirectory() as tmp:
                 # The stored evaluation set: later promotions and parity checks score on it.
@@ -173,10 +181,7 @@ def train(
                 x_test.assign(**{churn.TARGET: y_test}).to_parquet(path)
                 mlflow.log_artifact(str(path), artifact_path="evaluation")
 
-        with steps.step("log and register the model"), warnings.catch_warnings():
-            # The signature is explicit (from the contract); MLflow's hint about inferring
-            # integer columns from the input example does not apply.
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        with steps.step("log and register the model"):
             info = mlflow.sklearn.log_model(
                 pipeline,
                 name="model",

@@ -1,4 +1,4 @@
-"""Load training data into the models/ contract: packaged default data or a CSV in its original schema.
+"""Load training data into the models/ contract: packaged default data or an original-schema CSV.
 
 Every row goes through the same pydantic `Customer` the API uses, so training and serving cannot
 disagree on what a valid customer is.

@@ -33,9 +33,7 @@ def test_single_customer_is_scored_and_persisted(sqlite_server: Server) -> None:
     assert wait_for_rows(sqlite_server.database_url, 1, [request_id]) == 1
     engine = make_engine(sqlite_server.database_url)
     with engine.connect() as conn:
-        row = conn.execute(
-            select(predictions).where(predictions.c.request_id == request_id)
-        ).one()
+        row = conn.execute(select(predictions).where(predictions.c.request_id == request_id)).one()
     assert row.model_name == "churn" and row.model_version == "1" and row.source == "api"
     assert row.entity_id == "7590-VHVEG" and row.score == answer["churn_probability"]
     assert row.inputs["tenure"] == 1 and row.outputs["risk_band"] == answer["risk_band"]
@@ -103,7 +101,8 @@ def test_malformed_bodies_are_400(sqlite_server: Server, body: dict[str, object]
 
 def test_invalid_json_is_a_4xx(sqlite_server: Server) -> None:
     response = httpx.post(
-        f"{sqlite_server.url}/churn/predict", content=b"{not json",
+        f"{sqlite_server.url}/churn/predict",
+        content=b"{not json",
         headers={"content-type": "application/json"},
     )
     assert 400 <= response.status_code < 500
@@ -129,7 +128,11 @@ def test_ibm_csv_file_comes_back_scored(sqlite_server: Server, telco_csv: Path) 
     scored = pd.read_csv(io.BytesIO(response.content), dtype=str, keep_default_na=False)
     assert len(scored) == 7043
     assert list(scored.columns) == [
-        *original.columns, "churn_probability", "churn", "risk_band", "model_version"
+        *original.columns,
+        "churn_probability",
+        "churn",
+        "risk_band",
+        "model_version",
     ]
     pd.testing.assert_frame_equal(scored[original.columns], original)
     assert set(scored["risk_band"]) <= {"low", "medium", "high"}
@@ -172,8 +175,11 @@ def test_bad_file_row_is_400_naming_row_and_field(sqlite_server: Server) -> None
     )
     assert response.status_code == 400
     assert response.json()["detail"] == [
-        {"row": 4, "field": "MonthlyCharges",
-         "problem": "Input should be a valid number, unable to parse string as a number"}
+        {
+            "row": 4,
+            "field": "MonthlyCharges",
+            "problem": "Input should be a valid number, unable to parse string as a number",
+        }
     ]
 
 

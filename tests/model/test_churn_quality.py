@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from models import churn, registry
@@ -21,7 +19,9 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, registry
 
 
 @pytest.mark.slow
-def test_holdout_roc_auc_meets_the_bar(full_run: tuple[churn_training.TrainingResult, object]) -> None:
+def test_holdout_roc_auc_meets_the_bar(
+    full_run: tuple[churn_training.TrainingResult, object],
+) -> None:
     result, _ = full_run
     assert result.metrics["holdout_roc_auc"] >= 0.84
     assert result.metrics["cv_roc_auc_mean"] >= 0.84
@@ -29,7 +29,9 @@ def test_holdout_roc_auc_meets_the_bar(full_run: tuple[churn_training.TrainingRe
 
 def _probability(served: registry.ServedModel, **changes: object) -> float:
     customer = churn.Customer.model_validate({**SNAKE, **changes})
-    return churn.score(served.model, [customer], served.threshold, served.version)[0].churn_probability
+    return churn.score(served.model, [customer], served.threshold, served.version)[
+        0
+    ].churn_probability
 
 
 @pytest.mark.slow

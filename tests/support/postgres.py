@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -55,8 +56,15 @@ class Cluster:
 
     def start(self) -> None:
         self._run(
-            "pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"), "-w",
-            "-t", "60", "-o",
+            "pg_ctl",
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off",
             "start",
@@ -100,8 +108,16 @@ def throwaway_cluster() -> Iterator[Cluster]:
         os.chown(root, entry.pw_uid, entry.pw_gid)
     try:
         cluster._run(
-            "initdb", "-D", str(root / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-            "--no-sync", "--no-instructions",
+            "initdb",
+            "-D",
+            str(root / "data"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
         )
         cluster.start()
         deadline = time.monotonic() + 30
@@ -117,8 +133,6 @@ def throwaway_cluster() -> Iterator[Cluster]:
                 time.sleep(0.2)
         yield cluster
     finally:
-        try:
+        with contextlib.suppress(Exception):
             cluster.stop("immediate")
-        except Exception:
-            pass
         shutil.rmtree(root, ignore_errors=True)

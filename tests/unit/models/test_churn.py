@@ -110,8 +110,14 @@ def test_numeric_customer_ids_become_text() -> None:
 
 @pytest.mark.parametrize(
     ("probability", "band"),
-    [(0.0, "low"), (0.2999, "low"), (0.30, "medium"), (0.5999, "medium"), (0.60, "high"),
-     (1.0, "high")],
+    [
+        (0.0, "low"),
+        (0.2999, "low"),
+        (0.30, "medium"),
+        (0.5999, "medium"),
+        (0.60, "high"),
+        (1.0, "high"),
+    ],
 )
 def test_risk_band_cut_offs(probability: float, band: str) -> None:
     assert churn.risk_band(probability) == band
@@ -131,7 +137,7 @@ def test_feature_frame_has_the_contract_layout() -> None:
     assert tuple(frame.columns) == churn.FEATURES
     assert frame["partner"].dtype == np.int64
     assert frame["tenure"].dtype == np.float64
-    assert math.isnan(frame.loc[0, "total_charges"])
+    assert frame["total_charges"].isna().all()
 
 
 def test_signature_is_derived_from_the_feature_lists() -> None:

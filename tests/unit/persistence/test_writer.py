@@ -16,9 +16,18 @@ from tests.unit.models.test_churn import SNAKE
 
 def _rows(n: int, request_id: str = "r") -> list[dict[str, object]]:
     return [
-        prediction_row(request_id=request_id, model_name="churn", model_version="1", source="api",
-                       entity_id=str(i), score=0.5, label="medium", inputs={"i": i},
-                       outputs={"p": 0.5}, latency_ms=1.0)
+        prediction_row(
+            request_id=request_id,
+            model_name="churn",
+            model_version="1",
+            source="api",
+            entity_id=str(i),
+            score=0.5,
+            label="medium",
+            inputs={"i": i},
+            outputs={"p": 0.5},
+            latency_ms=1.0,
+        )
         for i in range(n)
     ]
 
@@ -76,11 +85,24 @@ def test_close_drains_what_was_queued(tmp_path: Path) -> None:
 
 def test_rows_for_pairs_inputs_and_outputs() -> None:
     customer = churn.Customer.model_validate(SNAKE)
-    answer = churn.ChurnPrediction(customer_id="7590-VHVEG", churn_probability=0.7, churn=True,
-                                   risk_band="high", model_version="3")
-    [row] = rows_for(model_name="churn", request_id="abc", source="file", inputs=[customer],
-                     outputs=[answer], entity_field="customer_id",
-                     score_field="churn_probability", label_field="risk_band", latency_ms=2.5)
+    answer = churn.ChurnPrediction(
+        customer_id="7590-VHVEG",
+        churn_probability=0.7,
+        churn=True,
+        risk_band="high",
+        model_version="3",
+    )
+    [row] = rows_for(
+        model_name="churn",
+        request_id="abc",
+        source="file",
+        inputs=[customer],
+        outputs=[answer],
+        entity_field="customer_id",
+        score_field="churn_probability",
+        label_field="risk_band",
+        latency_ms=2.5,
+    )
     assert row["model_version"] == "3" and row["entity_id"] == "7590-VHVEG"
     assert row["score"] == 0.7 and row["label"] == "high" and row["source"] == "file"
     assert row["inputs"]["contract"] == "Month-to-month"

