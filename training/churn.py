@@ -126,9 +126,9 @@ def train(
         )
         frame = data.features.assign(**{churn.TARGET: data.target})
         # MLflow resolves file paths as sources; packaged data is recorded by the params above.
-        source = data.source if Path(data.source).is_file() else None
+        source: dict[str, str] = {"source": data.source} if Path(data.source).is_file() else {}
         mlflow.log_input(
-            from_pandas(frame, source=source, name="churn", targets=churn.TARGET),
+            from_pandas(frame, name="churn", targets=churn.TARGET, **source),
             context="training",
         )
 
