@@ -129,6 +129,30 @@ class ClientInsight:
                 },
             )
 
+    def _persist(
+        self,
+        source: str,
+        customers: list[churn.Customer],
+        predictions: list[churn.ChurnPrediction],
+        started: float,
+    ) -> str:
+        """Hand one request's rows to the writer (never blocks); the request id they carry."""
+        request_id = str(uuid.uuid4())
+        self.writer.submit(
+            rows_for(
+                model_name=churn.MODEL_NAME,
+                request_id=request_id,
+                source=source,
+                inputs=customers,
+                outputs=predictions,
+                entity_field=churn.ENTITY_FIELD,
+                score_field=churn.SCORE_FIELD,
+                label_field=churn.LABEL_FIELD,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+        return request_id
+
     @bentoml.api(route="/churn/predict")
     async def churn_predict(
         self,
@@ -157,21 +181,7 @@ class ClientInsight:
         )
         if failure is not None:
             return failure
-        request_id = str(uuid.uuid4())
-        ctx.response.headers["X-Request-ID"] = request_id
-        self.writer.submit(
-            rows_for(
-                model_name=churn.MODEL_NAME,
-                request_id=request_id,
-                source="api",
-                inputs=customers,
-                outputs=predictions,
-                entity_field="customer_id",
-                score_field="churn_probability",
-                label_field="risk_band",
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-        )
+        ctx.response.headers["X-Request-ID"] = self._persist("api", customers, predictions, started)
         return list(predictions)
 
     @bentoml.api(route="/churn/predict_file")
@@ -200,20 +210,7 @@ class ClientInsight:
         out = frame.copy()
         for column in churn.OUTPUT_COLUMNS:
             out[column] = [getattr(p, column) for p in predictions]
-        request_id = str(uuid.uuid4())
-        self.writer.submit(
-            rows_for(
-                model_name=churn.MODEL_NAME,
-                request_id=request_id,
-                source="file",
-                inputs=customers,
-                outputs=predictions,
-                entity_field="customer_id",
-                score_field="churn_probability",
-                label_field="risk_band",
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-        )
+        request_id = self._persist("file", customers, predictions, started)
         return Response(  # type: ignore[return-value]
             tabular.write_table(out, fmt),
             media_type=tabular.MEDIA_TYPES[fmt],

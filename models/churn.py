@@ -58,6 +58,11 @@ CATEGORICAL_FEATURES: dict[str, tuple[str, ...]] = {
 }
 FEATURES: tuple[str, ...] = NUMERIC_FEATURES + BINARY_FEATURES + tuple(CATEGORICAL_FEATURES)
 
+#: How a prediction is indexed in the `predictions` table: who, headline score, headline label.
+ENTITY_FIELD = "customer_id"
+SCORE_FIELD = "churn_probability"
+LABEL_FIELD = "risk_band"
+
 #: Columns the file route adds to an uploaded table, in this order.
 OUTPUT_COLUMNS: tuple[str, ...] = ("churn_probability", "churn", "risk_band", "model_version")
 
