@@ -23,6 +23,7 @@ def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
     from training import churn as churn_training
     from training.data import load_churn
     from training.progress import Steps
+    from training.registration import summary
 
     steps = Steps.to_terminal()
     with steps.step("load and validate churn data"):
@@ -33,7 +34,7 @@ def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
     table = Table(title=f"churn run {result.run_id}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in churn_training.summary(result).items():
+    for key, value in summary(result).items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
     return 0

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,11 +17,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from models import churn
-from models.registry import THRESHOLD_TAG, configure_mlflow, ensure_experiment
+from models.registry import ensure_experiment
 from models.settings import ModelSettings, get_settings
 from training import evaluate
 from training.data import Dataset
 from training.progress import Steps
+from training.registration import (
+    TrainingResult,
+    log_and_register,
+    log_evaluation_set,
+    threshold_tags,
+)
 
 #: Types skops must trust to load this pipeline: the log1p transform and the encoder dtype.
 SKOPS_TRUSTED_TYPES = ["numpy.log1p", "numpy.dtype"]
@@ -38,15 +42,6 @@ class TrainingConfig:
     cv_folds: int = 5
     C: float = 0.3
     register: bool = True
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    run_id: str
-    version: str | None
-    promoted: bool
-    metrics: dict[str, float]
-    threshold: float
 
 
 def build_pipeline(C: float, seed: int) -> Pipeline:
@@ -95,7 +90,6 @@ def train(
     settings = settings or get_settings()
     steps = steps or Steps.quiet()
     ensure_experiment(settings)
-    client = configure_mlflow(settings)
 
     x_train, x_test, y_train, y_test = train_test_split(
         data.features,
@@ -175,52 +169,20 @@ def train(
             mlflow.log_dict(
                 {str(k): float(v) for k, v in importance_series.items()}, "feature_importance.json"
             )
-            with tempfile.TemporaryDirectory() as tmp:
-                # The stored evaluation set: later promotions and parity checks score on it.
-                path = Path(tmp) / "holdout.parquet"
-                x_test.assign(**{churn.TARGET: y_test}).to_parquet(path)
-                mlflow.log_artifact(str(path), artifact_path="evaluation")
+            log_evaluation_set(x_test.assign(**{churn.TARGET: y_test}))
 
         with steps.step("log and register the model"):
-            info = mlflow.sklearn.log_model(
+            version, promoted = log_and_register(
                 pipeline,
-                name="model",
+                name=churn.MODEL_NAME,
                 signature=churn.mlflow_signature(),
                 input_example=x_train.head(5),
+                settings=settings,
+                register=config.register,
+                trusted_types=SKOPS_TRUSTED_TYPES,
                 pyfunc_predict_fn="predict_proba",
-                skops_trusted_types=SKOPS_TRUSTED_TYPES,
-                registered_model_name=churn.MODEL_NAME if config.register else None,
+                version_tags=threshold_tags(
+                    threshold, "holdout_roc_auc", metrics["holdout_roc_auc"]
+                ),
             )
-        version: str | None = None
-        promoted = False
-        if config.register and info.registered_model_version is not None:
-            version = str(info.registered_model_version)
-            client.set_model_version_tag(churn.MODEL_NAME, version, THRESHOLD_TAG, str(threshold))
-            client.set_model_version_tag(
-                churn.MODEL_NAME, version, "holdout_roc_auc", f"{metrics['holdout_roc_auc']:.4f}"
-            )
-            promoted = promote_if_first(churn.MODEL_NAME, version, settings)
         return TrainingResult(run.info.run_id, version, promoted, metrics, threshold)
-
-
-def promote_if_first(name: str, version: str, settings: ModelSettings) -> bool:
-    """The first registered version becomes the serving alias; later ones wait for a promotion."""
-    from mlflow.exceptions import MlflowException
-
-    client = configure_mlflow(settings)
-    try:
-        client.get_model_version_by_alias(name, settings.serving_alias)
-        return False
-    except MlflowException:
-        client.set_registered_model_alias(name, settings.serving_alias, version)
-        return True
-
-
-def summary(result: TrainingResult) -> dict[str, Any]:
-    """What the CLI prints at the end of a run."""
-    return {
-        "run_id": result.run_id,
-        "version": result.version,
-        "promoted": result.promoted,
-        **result.metrics,
-    }
