@@ -2,10 +2,11 @@
 
     bentoml serve service:ClientInsight --port 3000
 
-The entry service (`ClientInsight`) validates, calls the model service over a process boundary
-(`bentoml.depends`), and hands every prediction to the persistence hook. Model inference lives in
-`ChurnModel`, its own worker processes with adaptive batching. No feature logic and no SQL here:
-those live in `models/` and `persistence/`.
+The entry service (`ClientInsight`) validates, calls the model services over a process boundary
+(`bentoml.depends`), applies the business decision from `models/`, and hands every prediction to
+the persistence hook. Inference lives in `ChurnModel` and `CreditModels`, each in its own worker
+processes with adaptive batching, so one failing model family leaves the others serving. No
+feature logic and no SQL here: those live in `models/` and `persistence/`.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import bentoml
+import pandas as pd
+from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from models import churn, registry, tabular
+from models import churn, credit, registry, tabular
 from models.settings import get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
@@ -37,6 +41,8 @@ from persistence.writer import PredictionWriter, rows_for
 
 log = logging.getLogger("clientinsight")
 settings = get_settings()
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 #: Connection recycling every 100 requests closes sessions with calls in flight (a third of
 #: requests failed at 64 clients): keep the dependency connection for the worker's life.
@@ -75,17 +81,136 @@ class ChurnModel:
         return churn.score(self.served.model, customers, self.served.threshold, self.served.version)
 
     @bentoml.api
-    def describe(self) -> dict[str, Any]:
-        return {**self.served.describe(), "batching": dict(self.batching)}
+    def describe(self) -> list[dict[str, Any]]:
+        return [{**self.served.describe(), "batching": dict(self.batching)}]
+
+
+@bentoml.service(
+    name="credit_models",
+    workers=settings.credit_workers,
+    traffic={"timeout": settings.model_timeout_s},
+    runner_connection=_LONG_LIVED_CONNECTION,
+)
+class CreditModels:
+    """`credit-segment@champion` and `credit-approval@champion` in their own processes."""
+
+    def __init__(self) -> None:
+        self.segment_model = registry.load(credit.SEGMENT_MODEL)
+        self.segmentation = credit.Segmentation.from_dict(
+            registry.load_json_artifact(self.segment_model, "segments.json")
+        )
+        self.approval_model = registry.load(credit.APPROVAL_MODEL)
+
+    def _segments(self, applicants: list[credit.Applicant]) -> list[credit.SegmentAssignment]:
+        return credit.assign_segments(
+            self.segment_model.model, self.segmentation, applicants, self.segment_model.version
+        )
+
+    def _approvals(self, applicants: list[credit.Applicant]) -> list[credit.ApprovalScore]:
+        return credit.score_approval(
+            self.approval_model.model,
+            applicants,
+            self.approval_model.threshold,
+            self.approval_model.version,
+        )
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=settings.credit_max_batch_size,
+        max_latency_ms=settings.credit_max_latency_ms,
+    )
+    def segment(self, applicants: list[credit.Applicant]) -> list[credit.SegmentAssignment]:
+        return self._segments(applicants)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=settings.credit_max_batch_size,
+        max_latency_ms=settings.credit_max_latency_ms,
+    )
+    def approve(self, applicants: list[credit.Applicant]) -> list[credit.ApprovalScore]:
+        return self._approvals(applicants)
+
+    @bentoml.api
+    def assess_bulk(self, applicants: list[credit.Applicant]) -> list[credit.CreditAssessment]:
+        """Both models on one large chunk (file uploads), unbatched."""
+        return [
+            credit.CreditAssessment(segment=s, approval=a)
+            for s, a in zip(self._segments(applicants), self._approvals(applicants), strict=True)
+        ]
+
+    @bentoml.api
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {**self.segment_model.describe(), "segments": self.segmentation.to_dict()},
+            self.approval_model.describe(),
+        ]
 
 
 admin = FastAPI(title="ClientInsight admin", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def _problem(ctx: bentoml.Context, status: int, body: dict[str, Any]) -> Any:
-    """A JSON error answer; BentoML copies ctx's status onto whatever the API returns."""
-    ctx.response.status_code = status
-    return JSONResponse(body, status_code=status)
+class Answer(Exception):
+    """An error answer (status and JSON body) raised anywhere in a request, returned by the API."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error", ""))
+        self.status = status
+        self.body = body
+
+    def respond(self, ctx: bentoml.Context) -> Any:
+        # BentoML copies ctx's status onto whatever the API returns.
+        ctx.response.status_code = self.status
+        return JSONResponse(self.body, status_code=self.status)
+
+
+def _check_count(field: str, count: int) -> None:
+    limit = settings.max_rows_per_request
+    if count > limit:
+        raise Answer(
+            413,
+            {
+                "error": f"{field}: {count} items is over the limit of {limit} per request; "
+                "upload a file instead",
+                "detail": [{"field": field, "problem": f"at most {limit} items"}],
+            },
+        )
+
+
+def _read_upload(
+    file: Path, schema: type[M], aliases: dict[str, str]
+) -> tuple[pd.DataFrame, tabular.TableFormat, list[M]]:
+    try:
+        frame, fmt = tabular.read_table(file.read_bytes())
+        records = tabular.validate_rows(frame, schema, aliases, settings.max_rows_per_file)
+    except tabular.TableError as exc:
+        raise Answer(exc.status, exc.body()) from exc
+    return frame, fmt, records
+
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    size = settings.file_chunk_rows
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _file_response(
+    frame: pd.DataFrame,
+    fmt: tabular.TableFormat,
+    columns: dict[str, list[Any]],
+    name: str,
+    request_id: str,
+) -> Any:
+    """The upload's own columns, in order, plus the answer's columns, in the upload's format."""
+    out = frame.copy()
+    for column, values in columns.items():
+        out[column] = values
+    return Response(
+        tabular.write_table(out, fmt),
+        media_type=tabular.MEDIA_TYPES[fmt],
+        headers={
+            "X-Request-ID": request_id,
+            "Content-Disposition": f'attachment; filename="{name}.{fmt}"',
+        },
+    )
 
 
 @bentoml.service(name="clientinsight", workers=settings.api_workers, traffic={"timeout": 300})
@@ -94,6 +219,7 @@ class ClientInsight:
     """The public API on port 3000."""
 
     churn_model = bentoml.depends(ChurnModel)
+    credit_models = bentoml.depends(CreditModels)
 
     def __init__(self) -> None:
         db = get_persistence_settings()
@@ -112,42 +238,51 @@ class ClientInsight:
     def _flush_predictions(self) -> None:
         self.writer.close()
 
-    async def _call_model(self, ctx: bentoml.Context, call: Any) -> tuple[Any, Any]:
-        """(result, None) or (None, a 503 answer naming the reason) within the model timeout."""
+    async def _call(self, family: str, call: Awaitable[T]) -> T:
+        """The model service's answer, or a 503 naming the model family and the reason when it
+        fails or does not answer within the model timeout."""
         try:
-            return await asyncio.wait_for(call, timeout=settings.model_timeout_s), None
-        except Exception as exc:  # any failure of the model service is the same to the caller
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            log.warning("churn model service failed: %s", reason)
-            return None, _problem(
-                ctx,
+            return await asyncio.wait_for(call, timeout=settings.model_timeout_s)
+        except Exception as exc:  # every failure of a model service is a 503 to the caller
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer within {settings.model_timeout_s:g} s"
+            elif isinstance(exc, ServiceUnavailable):
+                # BentoML hides the model service's own message for 5xx answers.
+                reason = "the model service is overloaded or restarting (it refused the request)"
+            else:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning("%s model service failed: %s", family, reason)
+            raise Answer(
                 503,
                 {
-                    "error": "the churn model service is unavailable",
-                    "model": churn.MODEL_NAME,
+                    "error": f"the {family} model service is unavailable",
+                    "model": family,
                     "reason": reason,
                 },
-            )
+            ) from exc
 
     def _persist(
         self,
+        contract: Any,
         source: str,
-        customers: list[churn.Customer],
-        predictions: list[churn.ChurnPrediction],
+        inputs: Sequence[BaseModel],
+        outputs: Sequence[BaseModel],
         started: float,
     ) -> str:
         """Hand one request's rows to the writer (never blocks); the request id they carry."""
         request_id = str(uuid.uuid4())
+        is_credit = contract is credit
         self.writer.submit(
             rows_for(
-                model_name=churn.MODEL_NAME,
+                model_name=credit.DECISION_NAME if is_credit else churn.MODEL_NAME,
+                primary_model=credit.APPROVAL_MODEL if is_credit else None,
                 request_id=request_id,
                 source=source,
-                inputs=customers,
-                outputs=predictions,
-                entity_field=churn.ENTITY_FIELD,
-                score_field=churn.SCORE_FIELD,
-                label_field=churn.LABEL_FIELD,
+                inputs=inputs,
+                outputs=outputs,
+                entity_field=contract.ENTITY_FIELD,
+                score_field=contract.SCORE_FIELD,
+                label_field=contract.LABEL_FIELD,
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
         )
@@ -161,28 +296,15 @@ class ClientInsight:
     ) -> list[churn.ChurnPrediction]:
         """Churn probability, decision and risk band for one or more customers, in order."""
         started = time.perf_counter()
-        if len(customers) > settings.max_rows_per_request:
-            return _problem(
-                ctx,
-                413,
-                {
-                    "error": f"customers: {len(customers)} items is over the limit of "
-                    f"{settings.max_rows_per_request} per request; upload a file instead",
-                    "detail": [
-                        {
-                            "field": "customers",
-                            "problem": f"at most {settings.max_rows_per_request} items",
-                        }
-                    ],
-                },
-            )
-        predictions, failure = await self._call_model(
-            ctx, self.churn_model.to_async.predict(customers)
+        try:
+            _check_count("customers", len(customers))
+            predictions = await self._call("churn", self.churn_model.to_async.predict(customers))
+        except Answer as answer:
+            return answer.respond(ctx)
+        ctx.response.headers["X-Request-ID"] = self._persist(
+            churn, "api", customers, predictions, started
         )
-        if failure is not None:
-            return failure
-        ctx.response.headers["X-Request-ID"] = self._persist("api", customers, predictions, started)
-        return list(predictions)
+        return predictions
 
     @bentoml.api(route="/churn/predict_file")
     async def churn_predict_file(self, file: Path, ctx: bentoml.Context) -> Path:
@@ -190,43 +312,89 @@ class ClientInsight:
         churn_probability, churn, risk_band and model_version columns added."""
         started = time.perf_counter()
         try:
-            frame, fmt = tabular.read_table(file.read_bytes())
-            customers = tabular.validate_rows(
-                frame, churn.Customer, churn.COLUMN_ALIASES, settings.max_rows_per_file
+            frame, fmt, customers = _read_upload(file, churn.Customer, churn.COLUMN_ALIASES)
+            chunks = await self._call(
+                "churn",
+                asyncio.gather(
+                    *(self.churn_model.to_async.predict_bulk(c) for c in _chunks(customers))
+                ),
             )
-        except tabular.TableError as exc:
-            return _problem(ctx, exc.status, exc.body())
-        chunks = [
-            customers[i : i + settings.file_chunk_rows]
-            for i in range(0, len(customers), settings.file_chunk_rows)
-        ]
-        results, failure = await self._call_model(
-            ctx,
-            asyncio.gather(*(self.churn_model.to_async.predict_bulk(c) for c in chunks)),
+        except Answer as answer:
+            return answer.respond(ctx)
+        predictions = [p for chunk in chunks for p in chunk]
+        request_id = self._persist(churn, "file", customers, predictions, started)
+        return _file_response(
+            frame, fmt, churn.file_columns(predictions), "churn_scores", request_id
         )
-        if failure is not None:
-            return failure
-        predictions = [p for chunk in results for p in chunk]
-        out = frame.copy()
-        for column in churn.OUTPUT_COLUMNS:
-            out[column] = [getattr(p, column) for p in predictions]
-        request_id = self._persist("file", customers, predictions, started)
-        return Response(  # type: ignore[return-value]
-            tabular.write_table(out, fmt),
-            media_type=tabular.MEDIA_TYPES[fmt],
-            headers={
-                "X-Request-ID": request_id,
-                "Content-Disposition": f'attachment; filename="churn_scores.{fmt}"',
-            },
+
+    @bentoml.api(route="/credit/evaluate")
+    async def credit_evaluate(
+        self,
+        applicants: Annotated[list[credit.Applicant], Field(min_length=1)],
+        ctx: bentoml.Context,
+    ) -> list[credit.CreditEvaluation]:
+        """Can each applicant become a credit-card client? Decision, segment and reasons."""
+        started = time.perf_counter()
+        try:
+            _check_count("applicants", len(applicants))
+            segments, approvals = await self._call(
+                "credit",
+                asyncio.gather(
+                    self.credit_models.to_async.segment(applicants),
+                    self.credit_models.to_async.approve(applicants),
+                ),
+            )
+        except Answer as answer:
+            return answer.respond(ctx)
+        evaluations = [
+            credit.decide(a, s, p) for a, s, p in zip(applicants, segments, approvals, strict=True)
+        ]
+        ctx.response.headers["X-Request-ID"] = self._persist(
+            credit, "api", applicants, evaluations, started
+        )
+        return evaluations
+
+    @bentoml.api(route="/credit/evaluate_file")
+    async def credit_evaluate_file(self, file: Path, ctx: bentoml.Context) -> Path:
+        """Evaluate a CSV, Parquet or Arrow IPC file of applicants; the same format comes back
+        with eligible, approval_probability, segment, segment_name, reasons and model_versions."""
+        started = time.perf_counter()
+        try:
+            frame, fmt, applicants = _read_upload(file, credit.Applicant, credit.COLUMN_ALIASES)
+            chunks = await self._call(
+                "credit",
+                asyncio.gather(
+                    *(self.credit_models.to_async.assess_bulk(c) for c in _chunks(applicants))
+                ),
+            )
+        except Answer as answer:
+            return answer.respond(ctx)
+        evaluations = [
+            credit.decide(applicant, a.segment, a.approval)
+            for applicant, a in zip(applicants, (a for c in chunks for a in c), strict=True)
+        ]
+        request_id = self._persist(credit, "file", applicants, evaluations, started)
+        return _file_response(
+            frame, fmt, credit.file_columns(evaluations), "credit_evaluations", request_id
         )
 
     @admin.get("/models")
     async def list_models(self) -> JSONResponse:
         """Which model versions are served, with their key metrics and load time."""
-        try:
-            churn_info = await asyncio.wait_for(
-                self.churn_model.to_async.describe(), timeout=settings.model_timeout_s
-            )
-        except Exception as exc:
-            churn_info = {"name": churn.MODEL_NAME, "status": "unavailable", "reason": str(exc)}
-        return JSONResponse({"models": [churn_info]})
+        families = {
+            "churn": (self.churn_model, [churn.MODEL_NAME]),
+            "credit": (self.credit_models, [credit.SEGMENT_MODEL, credit.APPROVAL_MODEL]),
+        }
+
+        async def one(service: Any, names: list[str]) -> list[dict[str, Any]]:
+            try:
+                described = await asyncio.wait_for(
+                    service.to_async.describe(), timeout=settings.model_timeout_s
+                )
+                return list(described)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                return [{"name": n, "status": "unavailable", "reason": reason} for n in names]
+
+        answers = await asyncio.gather(*(one(s, n) for s, n in families.values()))
+        return JSONResponse({"models": [m for answer in answers for m in answer]})

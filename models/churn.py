@@ -213,6 +213,11 @@ def mlflow_signature() -> Any:
     return ModelSignature(inputs=Schema(inputs), outputs=outputs)
 
 
+def file_columns(predictions: Sequence[ChurnPrediction]) -> dict[str, list[Any]]:
+    """The columns the file route appends, in `OUTPUT_COLUMNS` order."""
+    return {name: [getattr(p, name) for p in predictions] for name in OUTPUT_COLUMNS}
+
+
 def score(
     model: Any, customers: Sequence[Customer], threshold: float, version: str
 ) -> list[ChurnPrediction]:

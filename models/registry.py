@@ -130,6 +130,16 @@ def load(name: str, alias: str | None = None, settings: ModelSettings | None = N
     return served
 
 
+def load_json_artifact(served: ServedModel, path: str) -> Any:
+    """A JSON artifact logged in the run that produced `served` (e.g. segment profiles)."""
+    import json
+
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts(run_id=served.run_id, artifact_path=path)
+    return json.loads(Path(local).read_text())
+
+
 def has_alias(name: str, alias: str, settings: ModelSettings | None = None) -> bool:
     """Whether `name@alias` resolves (used by `make up` to skip retraining)."""
     client = configure_mlflow(settings)

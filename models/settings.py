@@ -36,8 +36,8 @@ class ModelSettings(BaseSettings):
     )
     serving_alias: str = Field(default="champion", validation_alias="CLIENTINSIGHT_ALIAS")
 
-    # Adaptive batching of /churn/predict. 200 ms keeps overload 503s under 3% at 16 clients;
-    # 20 ms rejected 98% (DESIGN.md, Known pitfalls).
+    # Adaptive batching of /churn/predict and /credit/evaluate. 200 ms keeps overload 503s
+    # under 3% at 16 clients; 20 ms rejected 98% (DESIGN.md, Known pitfalls).
     churn_max_batch_size: int = Field(
         default=64, ge=2, le=4096, validation_alias="CLIENTINSIGHT_CHURN_MAX_BATCH_SIZE"
     )
@@ -45,6 +45,13 @@ class ModelSettings(BaseSettings):
         default=200, ge=1, validation_alias="CLIENTINSIGHT_CHURN_MAX_LATENCY_MS"
     )
     churn_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_CHURN_WORKERS")
+    credit_max_batch_size: int = Field(
+        default=64, ge=2, le=4096, validation_alias="CLIENTINSIGHT_CREDIT_MAX_BATCH_SIZE"
+    )
+    credit_max_latency_ms: int = Field(
+        default=200, ge=1, validation_alias="CLIENTINSIGHT_CREDIT_MAX_LATENCY_MS"
+    )
+    credit_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_CREDIT_WORKERS")
     api_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_API_WORKERS")
     #: Seconds a model-service call may take before the entry API gives up with a 503.
     model_timeout_s: float = Field(

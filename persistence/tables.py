@@ -36,7 +36,10 @@ class Prediction(Base):
     request_id: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     model_name: Mapped[str] = mapped_column(String(64))
+    #: The version of the model that made the decision (for a combined decision: the primary one).
     model_version: Mapped[str] = mapped_column(String(32))
+    #: Every model version behind this row, e.g. {"credit-segment": "3", "credit-approval": "5"}.
+    model_versions: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
     source: Mapped[str] = mapped_column(String(16))
     entity_id: Mapped[str | None] = mapped_column(String(128))
     score: Mapped[float | None] = mapped_column(Float)

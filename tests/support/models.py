@@ -6,7 +6,8 @@ from pathlib import Path
 
 from models.settings import ModelSettings
 from training import churn as churn_training
-from training.data import load_churn
+from training import credit as credit_training
+from training.data import load_churn, load_credit
 
 
 def mlflow_settings(root: Path) -> ModelSettings:
@@ -31,3 +32,9 @@ def train_tiny_churn(settings: ModelSettings, rows: int = 1500) -> churn_trainin
     return churn_training.train(
         data, churn_training.TrainingConfig(cv_folds=3, seed=7), settings=settings
     )
+
+
+def train_tiny_credit(settings: ModelSettings) -> credit_training.CreditResult:
+    """Both credit models on the (small) real data, with a short search over k."""
+    config = credit_training.CreditConfig(k_values=(3, 4, 5), bootstraps=3, cv_folds=3, seed=7)
+    return credit_training.train(load_credit(), config, settings=settings)

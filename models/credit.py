@@ -1,0 +1,348 @@
+"""Credit-card client evaluation: the applicant contract, both models' features, the decision rule.
+
+Two registered models serve one decision:
+- `credit-segment` groups applicants by financial profile (clusters with a profile and a name);
+- `credit-approval` gives the probability that such an applicant is issued a card.
+
+`decide` combines them: an applicant is eligible when the approval probability reaches the
+threshold stored with the approval model version, raised by `CAUTIOUS_MARGIN` for applicants in
+a segment whose historical approval rate is more than `CAUTIOUS_GAP` below the overall rate.
+`share` and `expenditure` are only known once a card is issued: they are never features, and the
+API rejects them as unknown fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SEGMENT_MODEL = "credit-segment"
+APPROVAL_MODEL = "credit-approval"
+TARGET = "card"
+#: Post-issuance columns of AER CreditCard: target leakage, never features.
+LEAKAGE_COLUMNS: tuple[str, ...] = ("share", "expenditure")
+
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "reports",
+    "age",
+    "income",
+    "dependents",
+    "months",
+    "majorcards",
+    "active",
+)
+BINARY_FEATURES: tuple[str, ...] = ("owner", "selfemp")
+FEATURES: tuple[str, ...] = NUMERIC_FEATURES + BINARY_FEATURES
+#: Right-skewed counts and money: modelled on a log1p scale.
+LOG_FEATURES: tuple[str, ...] = ("reports", "income", "months", "active")
+
+#: Directions the approval model must respect (enforced at training time, tested on the model).
+MONOTONIC: dict[str, int] = {"reports": -1, "income": +1}
+
+#: Segments whose historical approval rate is this far below the overall rate are "cautious"...
+CAUTIOUS_GAP = 0.10
+#: ...and their applicants need this much more approval probability than the threshold.
+CAUTIOUS_MARGIN = 0.10
+
+#: Columns the file route adds to an uploaded table, in this order.
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "eligible",
+    "approval_probability",
+    "segment",
+    "segment_name",
+    "reasons",
+    "model_versions",
+)
+#: The decision's name in the `predictions` table; `model_versions` there holds both models.
+DECISION_NAME = "credit-evaluation"
+ENTITY_FIELD = "applicant_id"
+SCORE_FIELD = "approval_probability"
+LABEL_FIELD = "eligible"
+
+
+class Applicant(BaseModel):
+    """A credit-card applicant, in the AER CreditCard schema (before any card is issued)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    applicant_id: Annotated[str | None, Field(max_length=128)] = None
+    reports: Annotated[int, Field(ge=0, le=100, description="major derogatory reports")]
+    age: Annotated[float, Field(ge=18, le=120, allow_inf_nan=False, description="years")]
+    income: Annotated[
+        float, Field(ge=0, le=1000, allow_inf_nan=False, description="yearly, USD 10,000s")
+    ]
+    owner: Annotated[bool, Field(description="owns their home")]
+    selfemp: Annotated[bool, Field(description="self-employed")]
+    dependents: Annotated[int, Field(ge=0, le=30)]
+    months: Annotated[int, Field(ge=0, le=1200, description="months at current address")]
+    majorcards: Annotated[int, Field(ge=0, le=50, description="major credit cards held")]
+    active: Annotated[int, Field(ge=0, le=500, description="active credit accounts")]
+
+    @field_validator("applicant_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        if isinstance(value, int | np.integer) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+
+class CreditEvaluation(BaseModel):
+    """The evaluation of one applicant, traceable to both model versions."""
+
+    applicant_id: str | None
+    eligible: bool
+    approval_probability: float = Field(ge=0, le=1)
+    segment: int
+    segment_name: str
+    reasons: list[str] = Field(description="Human-readable grounds, the decisive one first")
+    model_versions: dict[str, str]
+
+
+class SegmentAssignment(BaseModel):
+    """What the segment model says about one applicant, with the profile facts the rule needs.
+
+    The profile travels with the assignment so a decision always uses the profile of the exact
+    segment-model version that assigned it.
+    """
+
+    segment: int
+    segment_name: str
+    segment_approval_rate: float
+    segment_median_income: float
+    overall_approval_rate: float
+    model_version: str
+
+    @property
+    def cautious(self) -> bool:
+        """Whether this segment's historical approval rate is far below everyone's."""
+        return self.segment_approval_rate < self.overall_approval_rate - CAUTIOUS_GAP
+
+
+class ApprovalScore(BaseModel):
+    """What the approval model says about one applicant."""
+
+    approval_probability: float
+    threshold: float
+    model_version: str
+
+
+#: Every name a column may carry in an upload, mapped to the field (AER names are the fields).
+COLUMN_ALIASES: dict[str, str] = {name: name for name in Applicant.model_fields}
+
+
+def to_frame(applicants: Sequence[Applicant]) -> pd.DataFrame:
+    """The feature frame both pipelines expect: fixed column order, float64 throughout."""
+    rows = [a.model_dump(include=set(FEATURES)) for a in applicants]
+    return pd.DataFrame.from_records(rows, columns=list(FEATURES)).astype("float64")
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """A segment as training saw it: centre in original units, size, historical approval rate."""
+
+    segment: int
+    name: str
+    size: int
+    approval_rate: float
+    centroid: dict[str, float]
+    median_income: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentProfile:
+        return cls(
+            segment=int(data["segment"]),
+            name=str(data["name"]),
+            size=int(data["size"]),
+            approval_rate=float(data["approval_rate"]),
+            centroid={k: float(v) for k, v in data["centroid"].items()},
+            median_income=float(data["median_income"]),
+        )
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """All segment profiles of one `credit-segment` version, and the overall approval rate."""
+
+    profiles: dict[int, SegmentProfile]
+    overall_approval_rate: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segmentation:
+        profiles = [SegmentProfile.from_dict(p) for p in data["segments"]]
+        return cls({p.segment: p for p in profiles}, float(data["overall_approval_rate"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "overall_approval_rate": self.overall_approval_rate,
+            "segments": [vars(p) for p in self.profiles.values()],
+        }
+
+    def assign(self, segment: int, version: str) -> SegmentAssignment:
+        profile = self.profiles[segment]
+        return SegmentAssignment(
+            segment=segment,
+            segment_name=profile.name,
+            segment_approval_rate=profile.approval_rate,
+            segment_median_income=profile.median_income,
+            overall_approval_rate=self.overall_approval_rate,
+            model_version=version,
+        )
+
+
+# Phrases for naming a segment by how its centre differs from everyone's: (low, high).
+_NAME_PHRASES: dict[str, tuple[str, str]] = {
+    "reports": ("clean record", "derogatory history"),
+    "age": ("younger", "older"),
+    "income": ("lower income", "higher income"),
+    "owner": ("renters", "homeowners"),
+    "selfemp": ("employed", "self-employed"),
+    "dependents": ("no dependents", "with dependents"),
+    "months": ("recently moved", "long-settled"),
+    "majorcards": ("no major card", "major card holders"),
+    "active": ("few active accounts", "credit-active"),
+}
+
+
+def _sentence(words: list[str]) -> str:
+    text = ", ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def name_segments(z_scores: pd.DataFrame) -> dict[int, str]:
+    """A distinct human name per segment from its two most distinctive features (z-scores).
+
+    `z_scores` has one row per segment and one column per feature: (segment mean - overall
+    mean) / overall standard deviation. A third feature is added where two names would clash.
+    """
+    names: dict[int, str] = {}
+    for segment, row in z_scores.iterrows():
+        ranked = row.abs().sort_values(ascending=False).index.tolist()
+        words = [_NAME_PHRASES[f][int(row[f] > 0)] for f in ranked]
+        depth = 2
+        name = _sentence(words[:depth])
+        while name in names.values() and depth < len(words):
+            depth += 1
+            name = _sentence(words[:depth])
+        names[int(str(segment))] = name
+    return names
+
+
+def required_probability(segment: SegmentAssignment, threshold: float) -> float:
+    """The approval probability an applicant of this segment must reach."""
+    if segment.cautious:
+        return min(1.0, threshold + CAUTIOUS_MARGIN)
+    return threshold
+
+
+def _money(income: float) -> str:
+    return f"${income * 10_000:,.0f}"
+
+
+def decide(
+    applicant: Applicant,
+    segment: SegmentAssignment,
+    approval: ApprovalScore,
+) -> CreditEvaluation:
+    """Combine the approval probability with the segment rule; explain the outcome in words."""
+    required = required_probability(segment, approval.threshold)
+    probability = approval.approval_probability
+    eligible = probability >= required
+    reasons = [
+        f"approval probability {probability:.2f} "
+        f"{'meets' if eligible else 'is below'} the required {required:.2f}"
+    ]
+    if segment.cautious:
+        reasons.append(
+            f"segment '{segment.segment_name}' has a {segment.segment_approval_rate:.0%} "
+            f"historical approval rate (overall {segment.overall_approval_rate:.0%}): "
+            "a stricter threshold applies"
+        )
+    if applicant.reports:
+        plural = "s" if applicant.reports != 1 else ""
+        reasons.append(f"{applicant.reports} derogatory report{plural}")
+    median = segment.segment_median_income
+    if applicant.income != median:
+        side = "below" if applicant.income < median else "above"
+        reasons.append(
+            f"income {_money(applicant.income)} {side} the segment median {_money(median)}"
+        )
+    if applicant.active == 0:
+        reasons.append("no active credit accounts")
+    if applicant.majorcards == 0:
+        reasons.append("holds no major credit card")
+    return CreditEvaluation(
+        applicant_id=applicant.applicant_id,
+        eligible=eligible,
+        approval_probability=probability,
+        segment=segment.segment,
+        segment_name=segment.segment_name,
+        reasons=reasons,
+        model_versions={
+            SEGMENT_MODEL: segment.model_version,
+            APPROVAL_MODEL: approval.model_version,
+        },
+    )
+
+
+def file_columns(evaluations: Sequence[CreditEvaluation]) -> dict[str, list[Any]]:
+    """The columns the file route appends: reasons joined by "; ", versions as JSON text."""
+    columns: dict[str, list[Any]] = {name: [] for name in OUTPUT_COLUMNS}
+    for evaluation in evaluations:
+        row = evaluation.model_dump()
+        row["reasons"] = "; ".join(evaluation.reasons)
+        row["model_versions"] = json.dumps(evaluation.model_versions, sort_keys=True)
+        for name in OUTPUT_COLUMNS:
+            columns[name].append(row[name])
+    return columns
+
+
+def assign_segments(
+    model: Any, segmentation: Segmentation, applicants: Sequence[Applicant], version: str
+) -> list[SegmentAssignment]:
+    """Segment applicants with a loaded `credit-segment` pipeline and its profiles."""
+    if not applicants:
+        return []
+    labels = model.predict(to_frame(applicants))
+    return [segmentation.assign(int(s), version) for s in labels]
+
+
+class CreditAssessment(BaseModel):
+    """Both models' outputs for one applicant (the bulk path returns them together)."""
+
+    segment: SegmentAssignment
+    approval: ApprovalScore
+
+
+def score_approval(
+    model: Any, applicants: Sequence[Applicant], threshold: float, version: str
+) -> list[ApprovalScore]:
+    """Approval probabilities from a loaded `credit-approval` pipeline."""
+    if not applicants:
+        return []
+    probabilities = model.predict_proba(to_frame(applicants))[:, 1]
+    return [
+        ApprovalScore(approval_probability=float(p), threshold=threshold, model_version=version)
+        for p in probabilities
+    ]
+
+
+def mlflow_signature(output: str) -> Any:
+    """MLflow signature of either credit pipeline, from this contract's feature list."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    inputs: list[ColSpec | TensorSpec] = [ColSpec("double", n) for n in FEATURES]
+    if output == "segment":
+        outputs = Schema([TensorSpec(np.dtype("int32"), (-1,))])
+    else:
+        outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
+    return ModelSignature(inputs=Schema(inputs), outputs=outputs)

@@ -1,0 +1,162 @@
+"""A dying or hanging credit worker: /credit answers 503 in time, /churn keeps working,
+credit recovers by itself. Real processes, real signals, real concurrent clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from models.settings import ModelSettings
+from tests.support.models import mlflow_env
+from tests.support.server import Server, serve
+from tests.unit.models.test_churn import SNAKE
+from tests.unit.models.test_credit import APPLICANT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TIMEOUT_S = 3.0
+
+
+@dataclass
+class Load:
+    """Concurrent clients on both families until stopped (bounded by `max_s`)."""
+
+    url: str
+    clients: int = 4
+    max_s: float = 120
+    results: list[tuple[str, int, float, float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _run(self, family: str) -> None:
+        route, body = (
+            ("/churn/predict", {"customers": [SNAKE]})
+            if family == "churn"
+            else ("/credit/evaluate", {"applicants": [APPLICANT]})
+        )
+        deadline = time.monotonic() + self.max_s
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                try:
+                    response = client.post(route, json=body)
+                    status, text = response.status_code, response.text
+                except httpx.HTTPError as exc:
+                    status, text = -1, repr(exc)
+                self.results.append((family, status, started, time.monotonic() - started, text))
+                time.sleep(0.02)
+
+    def start(self) -> None:
+        for i in range(self.clients):
+            thread = threading.Thread(target=self._run, args=("churn" if i % 2 else "credit",))
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def since(self, family: str, t0: float) -> list[tuple[str, int, float, float, str]]:
+        return [r for r in self.results if r[0] == family and r[2] >= t0]
+
+
+def credit_worker(server: Server) -> psutil.Process:
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        if "credit_models" in " ".join(child.cmdline()):
+            return child
+    raise AssertionError("no credit_models worker process found")
+
+
+def wait_until_credit_answers(url: str, timeout: float = 90) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            response = httpx.post(
+                f"{url}/credit/evaluate", json={"applicants": [APPLICANT]}, timeout=10
+            )
+            if response.status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"credit did not recover within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def fragile_server(
+    mlflow_store: ModelSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("serve-faults")
+    env = {
+        **mlflow_env(mlflow_store),
+        "DATABASE_URL": f"sqlite:///{root / 'predictions.db'}",
+        "CLIENTINSIGHT_MODEL_TIMEOUT_S": str(TIMEOUT_S),
+    }
+    with serve(env, Path(root) / "server.log") as server:
+        yield server
+
+
+def _assert_isolated(load: Load, t0: float) -> None:
+    churn = load.since("churn", t0)
+    credit = load.since("credit", t0)
+    assert churn and credit
+    assert {r[1] for r in churn} == {200}, "churn must keep working while credit is down"
+    assert {r[1] for r in credit} <= {200, 503}
+    for _, status, _, elapsed, text in credit:
+        if status == 503:
+            assert '"model":"credit"' in text.replace(" ", "") and "reason" in text
+        # Every credit answer, good or bad, comes within the configured timeout (+ slack).
+        assert elapsed < TIMEOUT_S + 2.0, f"credit answered after {elapsed:.1f}s"
+
+
+def test_killed_credit_worker(fragile_server: Server) -> None:
+    load = Load(fragile_server.url)
+    load.start()
+    try:
+        time.sleep(2)
+        victim = credit_worker(fragile_server)
+        t0 = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        time.sleep(1.0)
+        recovery_s = wait_until_credit_answers(fragile_server.url)
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    _assert_isolated(load, t0)
+    credit = load.since("credit", t0)
+    assert any(r[1] == 503 for r in credit), "the dead worker went unnoticed"
+    assert credit[-1][1] == 200, "credit did not recover by itself"
+    assert credit_worker(fragile_server).pid != victim.pid
+    print(f"credit recovered {recovery_s:.1f}s after SIGKILL of its worker")
+
+
+def test_hanging_credit_worker(fragile_server: Server) -> None:
+    wait_until_credit_answers(fragile_server.url)
+    load = Load(fragile_server.url)
+    load.start()
+    victim = credit_worker(fragile_server)
+    try:
+        time.sleep(1)
+        t0 = time.monotonic()
+        os.kill(victim.pid, signal.SIGSTOP)
+        time.sleep(TIMEOUT_S * 2)
+        os.kill(victim.pid, signal.SIGCONT)
+        wait_until_credit_answers(fragile_server.url)
+        time.sleep(1.0)
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+        load.stop()
+    _assert_isolated(load, t0)
+    refused = [r[4] for r in load.since("credit", t0) if r[1] == 503]
+    assert any("no answer within 3 s" in text for text in refused), "the hang went unnoticed"
+    assert load.since("credit", t0)[-1][1] == 200
