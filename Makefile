@@ -20,7 +20,7 @@ export BENTOML_DO_NOT_TRACK ?= True
 help:
 	@echo "make up        install, train+register the demo models if no champion exists, serve on :$(PORT)"
 	@echo "make test      install and run the whole suite (lint, types, unit, integration, PostgreSQL)"
-	@echo "make train     retrain and register a new churn version (first version becomes @champion)"
+	@echo "make train     retrain and register new churn and credit versions (first ones become @champion)"
 	@echo "make serve     serve what the registry's @champion aliases point to, without training"
 	@echo "make migrate   apply database migrations to DATABASE_URL (default: SQLite under .data/)"
 	@echo "make bento     build a Bento (bentofile.yaml); containerizing needs a Docker engine"
@@ -46,6 +46,7 @@ serve: install migrate
 
 train: install
 	$(BIN)/python -m training churn
+	$(BIN)/python -m training credit
 
 migrate: install
 	$(BIN)/python -m persistence upgrade

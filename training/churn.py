@@ -159,9 +159,9 @@ def train(
                 random_state=config.seed,
             )
             importance_series = pd.Series(importance.importances_mean, index=x_test.columns)
-            mlflow.log_figure(evaluate.plot_roc(y_test, holdout), "plots/roc.png")
-            mlflow.log_figure(evaluate.plot_calibration(y_test, holdout), "plots/calibration.png")
-            mlflow.log_figure(
+            evaluate.log_figure(evaluate.plot_roc(y_test, holdout), "plots/roc.png")
+            evaluate.log_figure(evaluate.plot_calibration(y_test, holdout), "plots/calibration.png")
+            evaluate.log_figure(
                 evaluate.plot_importance(importance_series, "Permutation importance (ROC-AUC)"),
                 "plots/feature_importance.png",
             )

@@ -270,8 +270,8 @@ def train(
                 mlflow.log_metrics(segment_metrics)
                 mlflow.log_dict({"chosen_k": k, "candidates": table}, "k_selection.json")
                 mlflow.log_dict(segmentation.to_dict(), "segments.json")
-                mlflow.log_figure(_plot_k_selection(table, k), "plots/k_selection.png")
-                mlflow.log_figure(
+                evaluate.log_figure(_plot_k_selection(table, k), "plots/k_selection.png")
+                evaluate.log_figure(
                     _plot_profiles(segmentation, data.features), "plots/segment_profiles.png"
                 )
             with steps.step("log and register credit-segment"):
@@ -326,11 +326,11 @@ def train(
                 )
                 mlflow.log_metrics(approval_metrics)
                 mlflow.log_dict(coefficients, "coefficients.json")
-                mlflow.log_figure(evaluate.plot_roc(y_test, holdout), "plots/roc.png")
-                mlflow.log_figure(
+                evaluate.log_figure(evaluate.plot_roc(y_test, holdout), "plots/roc.png")
+                evaluate.log_figure(
                     evaluate.plot_calibration(y_test, holdout), "plots/calibration.png"
                 )
-                mlflow.log_figure(
+                evaluate.log_figure(
                     evaluate.plot_importance(
                         pd.Series(coefficients).abs(), "|coefficient| (standardised features)"
                     ),

@@ -72,6 +72,15 @@ def data_profile(features: pd.DataFrame, target: np.ndarray) -> dict[str, Any]:
     return profile
 
 
+def log_figure(figure: Any, path: str) -> None:
+    """Log a matplotlib figure to the active run and free it (pyplot keeps figures alive)."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(figure, path)
+    plt.close(figure)
+
+
 def plot_roc(y_true: np.ndarray, probabilities: np.ndarray) -> Any:
     import matplotlib.pyplot as plt
 

@@ -53,8 +53,13 @@ def test_original_ibm_names_are_accepted(sqlite_server: Server) -> None:
     assert by_ibm == by_snake
 
 
+def _churn_batching(server: Server) -> dict[str, int]:
+    models = httpx.get(f"{server.url}/models").json()["models"]
+    return next(m["batching"] for m in models if m["name"] == "churn")
+
+
 def test_concurrent_requests_are_batched_together(sqlite_server: Server) -> None:
-    before = httpx.get(f"{sqlite_server.url}/models").json()["models"][0]["batching"]
+    before = _churn_batching(sqlite_server)
 
     def one(i: int) -> httpx.Response:
         body = {"customers": [{**SNAKE, "customer_id": f"b{i}"}]}
@@ -64,7 +69,7 @@ def test_concurrent_requests_are_batched_together(sqlite_server: Server) -> None
         responses = list(pool.map(one, range(128)))
     assert [r.status_code for r in responses] == [200] * 128
     assert [r.json()[0]["customer_id"] for r in responses] == [f"b{i}" for i in range(128)]
-    after = httpx.get(f"{sqlite_server.url}/models").json()["models"][0]["batching"]
+    after = _churn_batching(sqlite_server)
     batches = after["batches"] - before["batches"]
     assert after["rows"] - before["rows"] == 128
     assert batches < 128, "no two requests were ever scored in one batch"
@@ -193,7 +198,8 @@ def test_binary_garbage_file_is_415(sqlite_server: Server) -> None:
 
 
 def test_models_lists_the_served_version(sqlite_server: Server) -> None:
-    [model] = httpx.get(f"{sqlite_server.url}/models").json()["models"]
+    models = httpx.get(f"{sqlite_server.url}/models").json()["models"]
+    [model] = [m for m in models if m["name"] == "churn"]
     assert model["name"] == "churn" and model["alias"] == "champion" and model["version"] == "1"
     assert len(model["run_id"]) == 32
     assert {"holdout_roc_auc", "cv_roc_auc_mean"} <= set(model["metrics"])
