@@ -18,6 +18,7 @@ from tests.integration.helpers import wait_for_rows
 from tests.support.models import mlflow_env
 from tests.support.server import Server, serve
 from tests.unit.models.test_churn import SNAKE
+from tests.unit.models.test_credit import APPLICANT
 from tests.unit.persistence.test_writer import _rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
@@ -87,17 +88,33 @@ def test_every_prediction_lands_in_postgres(postgres_server: Server, telco_csv: 
             f"{postgres_server.url}/churn/predict_file", files={"file": handle}, timeout=120
         )
     assert file_response.status_code == 200
-    request_ids = [r.headers["x-request-id"] for r in [*responses, file_response]]
-    assert wait_for_rows(postgres_server.database_url, 64 + 7043, request_ids) == 64 + 7043
+    credit_response = httpx.post(
+        f"{postgres_server.url}/credit/evaluate", json={"applicants": [APPLICANT]}, timeout=30
+    )
+    assert credit_response.status_code == 200
+    request_ids = [r.headers["x-request-id"] for r in [*responses, file_response, credit_response]]
+    assert wait_for_rows(postgres_server.database_url, 64 + 7043 + 1, request_ids) == 64 + 7044
     engine = make_engine(postgres_server.database_url)
     with engine.connect() as conn:
         by_source: dict[str, int] = dict(
-            conn.execute(text("select source, count(*) from predictions group by source")).all()
+            conn.execute(
+                text(
+                    "select source, count(*) from predictions where model_name = 'churn' "
+                    "group by source"
+                )
+            ).all()
         )
         versions = conn.execute(text("select distinct model_version from predictions")).all()
+        credit_versions = conn.execute(
+            text(
+                "select model_versions->>'credit-segment' from predictions "
+                "where model_name = 'credit-evaluation'"
+            )
+        ).scalar_one()
     engine.dispose()
     assert by_source == {"api": 64, "file": 7043}
     assert versions == [("1",)]
+    assert credit_versions == "1"
 
 
 def test_shutdown_flushes_queued_rows(
