@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from models.fields import EntityId
+
 MODEL_NAME = "churn"
 TARGET = "churn"
 
@@ -79,7 +81,7 @@ class Customer(BaseModel):
         extra="forbid", populate_by_name=True, str_strip_whitespace=True, frozen=True
     )
 
-    customer_id: Annotated[str | None, Field(max_length=128)] = Field(
+    customer_id: EntityId = Field(
         default=None, validation_alias=AliasChoices("customer_id", "customerID")
     )
     gender: Literal["Female", "Male"] = _alias("gender", "gender")
@@ -124,16 +126,6 @@ class Customer(BaseModel):
             return None
         if isinstance(value, str) and not value.strip():
             return None
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        return value
-
-    @field_validator("customer_id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: Any) -> Any:
-        # Parquet/Arrow files may carry numeric ids; the id is an opaque label, not a number.
-        if isinstance(value, int | np.integer) and not isinstance(value, bool):
-            return str(value)
         if isinstance(value, float) and math.isnan(value):
             return None
         return value

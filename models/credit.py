@@ -14,14 +14,15 @@ API rejects them as unknown fields.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.fields import EntityId
 
 SEGMENT_MODEL = "credit-segment"
 APPROVAL_MODEL = "credit-approval"
@@ -72,7 +73,7 @@ class Applicant(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
-    applicant_id: Annotated[str | None, Field(max_length=128)] = None
+    applicant_id: EntityId = None
     reports: Annotated[int, Field(ge=0, le=100, description="major derogatory reports")]
     age: Annotated[float, Field(ge=18, le=120, allow_inf_nan=False, description="years")]
     income: Annotated[
@@ -84,15 +85,6 @@ class Applicant(BaseModel):
     months: Annotated[int, Field(ge=0, le=1200, description="months at current address")]
     majorcards: Annotated[int, Field(ge=0, le=50, description="major credit cards held")]
     active: Annotated[int, Field(ge=0, le=500, description="active credit accounts")]
-
-    @field_validator("applicant_id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: Any) -> Any:
-        if isinstance(value, int | np.integer) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        return value
 
 
 class CreditEvaluation(BaseModel):

@@ -12,7 +12,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
@@ -128,20 +128,11 @@ def train(
 
         with steps.step(f"{config.cv_folds}-fold cross-validation"):
             pipeline = build_pipeline(config.C, config.seed)
-            folds = StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.seed)
-            oof = cross_val_predict(pipeline, x_train, y_train, cv=folds, method="predict_proba")[
-                :, 1
-            ]
-            fold_aucs = [
-                evaluate.binary_metrics(y_train[idx], oof[idx], 0.5, "f")["f_roc_auc"]
-                for _, idx in folds.split(x_train, y_train)
-            ]
+            oof, metrics = evaluate.cross_validate(
+                pipeline, x_train, y_train, config.cv_folds, config.seed
+            )
             threshold = evaluate.choose_threshold(y_train, oof)
-            metrics = {
-                "cv_roc_auc_mean": float(np.mean(fold_aucs)),
-                "cv_roc_auc_std": float(np.std(fold_aucs)),
-                "decision_threshold": threshold,
-            }
+            metrics["decision_threshold"] = threshold
 
         with steps.step("fit and hold-out evaluation"):
             pipeline.fit(x_train, y_train)

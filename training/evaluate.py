@@ -19,6 +19,18 @@ from sklearn.metrics import (
 )
 
 
+def cross_validate(
+    pipeline: Any, x: pd.DataFrame, y: np.ndarray, folds: int, seed: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Out-of-fold probabilities and the per-fold ROC-AUC summary (stratified, shuffled)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    oof = cross_val_predict(pipeline, x, y, cv=splitter, method="predict_proba")[:, 1]
+    aucs = [roc_auc_score(y[idx], oof[idx]) for _, idx in splitter.split(x, y)]
+    return oof, {"cv_roc_auc_mean": float(np.mean(aucs)), "cv_roc_auc_std": float(np.std(aucs))}
+
+
 def choose_threshold(y_true: np.ndarray, probabilities: np.ndarray) -> float:
     """The probability cut-off that maximises F1 on validation (out-of-fold) predictions."""
     precision, recall, thresholds = precision_recall_curve(y_true, probabilities)

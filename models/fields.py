@@ -1,0 +1,22 @@
+"""Field types shared by every model's contract."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BeforeValidator, Field
+
+
+def _id_as_text(value: Any) -> Any:
+    # Parquet/Arrow files may carry numeric ids; an id is an opaque label, not a number.
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+#: An optional caller-supplied identifier (customer, applicant), echoed back and stored.
+EntityId = Annotated[str | None, BeforeValidator(_id_as_text), Field(max_length=128)]
