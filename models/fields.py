@@ -19,4 +19,6 @@ def _id_as_text(value: Any) -> Any:
 
 
 #: An optional caller-supplied identifier (customer, applicant), echoed back and stored.
-EntityId = Annotated[str | None, BeforeValidator(_id_as_text), Field(max_length=128)]
+EntityId = Annotated[
+    Annotated[str, Field(max_length=128)] | None, BeforeValidator(_id_as_text)
+]

@@ -170,3 +170,16 @@ def test_segmentation_round_trips_through_json() -> None:
     again = credit.Segmentation.from_dict(json.loads(json.dumps(segmentation.to_dict())))
     assert again == segmentation
     assert again.assign(2, "3").segment_name == "Renters, younger"
+
+
+@pytest.mark.parametrize("given", [None, 17, "a" * 128])
+def test_applicant_id_is_optional_text(given: object) -> None:
+    applicant = credit.Applicant.model_validate({**APPLICANT, "applicant_id": given})
+    assert applicant.applicant_id == (None if given is None else str(given))
+    # The model service re-validates what the entry service sends.
+    assert credit.Applicant.model_validate(applicant.model_dump()) == applicant
+
+
+def test_overlong_applicant_id_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        credit.Applicant.model_validate({**APPLICANT, "applicant_id": "a" * 129})
