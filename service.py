@@ -73,12 +73,16 @@ class ChurnModel:
         self.batching["batches"] += 1
         self.batching["rows"] += len(customers)
         self.batching["largest_batch"] = max(self.batching["largest_batch"], len(customers))
-        return churn.score(self.served.model, customers, self.served.threshold, self.served.version)
+        return churn.score(
+            self.served.predictor, customers, self.served.threshold, self.served.version
+        )
 
     @bentoml.api
     def predict_bulk(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
         """Unbatched scoring of one large chunk (file uploads)."""
-        return churn.score(self.served.model, customers, self.served.threshold, self.served.version)
+        return churn.score(
+            self.served.predictor, customers, self.served.threshold, self.served.version
+        )
 
     @bentoml.api
     def describe(self) -> list[dict[str, Any]]:
@@ -103,12 +107,12 @@ class CreditModels:
 
     def _segments(self, applicants: list[credit.Applicant]) -> list[credit.SegmentAssignment]:
         return credit.assign_segments(
-            self.segment_model.model, self.segmentation, applicants, self.segment_model.version
+            self.segment_model.predictor, self.segmentation, applicants, self.segment_model.version
         )
 
     def _approvals(self, applicants: list[credit.Applicant]) -> list[credit.ApprovalScore]:
         return credit.score_approval(
-            self.approval_model.model,
+            self.approval_model.predictor,
             applicants,
             self.approval_model.threshold,
             self.approval_model.version,

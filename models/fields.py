@@ -19,6 +19,4 @@ def _id_as_text(value: Any) -> Any:
 
 
 #: An optional caller-supplied identifier (customer, applicant), echoed back and stored.
-EntityId = Annotated[
-    Annotated[str, Field(max_length=128)] | None, BeforeValidator(_id_as_text)
-]
+EntityId = Annotated[Annotated[str, Field(max_length=128)] | None, BeforeValidator(_id_as_text)]

@@ -41,6 +41,11 @@ class ServedModel:
     metrics: dict[str, float]
     tags: dict[str, str]
     model: Any = field(repr=False)
+    #: What serves: the compiled fast path when it matched the pipeline, else the pipeline.
+    predictor: Any = field(repr=False, default=None)
+    #: "fast" or "pipeline", and why (parity figure or the reason for falling back).
+    inference_path: str = "pipeline"
+    inference_note: str = ""
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -57,6 +62,8 @@ class ServedModel:
             "run_id": self.run_id,
             "metrics": self.metrics,
             "decision_threshold": self.threshold,
+            "inference_path": self.inference_path,
+            "inference_note": self.inference_note,
             "loaded_at": self.loaded_at.isoformat(),
         }
 
@@ -116,6 +123,7 @@ def load(name: str, alias: str | None = None, settings: ModelSettings | None = N
     version = resolve(client, name, alias)
     run = client.get_run(version.run_id)
     model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
+    predictor, path, note = _choose_predictor(model, str(version.run_id))
     served = ServedModel(
         name=name,
         alias=alias,
@@ -125,9 +133,45 @@ def load(name: str, alias: str | None = None, settings: ModelSettings | None = N
         metrics={k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics},
         tags=dict(version.tags),
         model=model,
+        predictor=predictor,
+        inference_path=path,
+        inference_note=note,
     )
-    log.info("loaded %s version %s (@%s, run %s)", name, served.version, alias, served.run_id)
+    log.info(
+        "loaded %s version %s (@%s, run %s), %s path: %s",
+        name,
+        served.version,
+        alias,
+        served.run_id,
+        path,
+        note,
+    )
     return served
+
+
+def _choose_predictor(model: Any, run_id: str) -> tuple[Any, str, str]:
+    """The compiled fast path if it matches the pipeline on the stored evaluation set."""
+    import mlflow.artifacts
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from models import fastpath
+
+    compiled, reason = fastpath.compile_pipeline(model)
+    if compiled is None:
+        return model, "pipeline", reason
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evaluation/holdout.parquet"
+        )
+    except (MlflowException, OSError):
+        return model, "pipeline", "no stored evaluation set to verify the fast path on"
+    frame = pd.read_parquet(local)[list(model.feature_names_in_)]
+    difference = fastpath.verify(compiled, model, frame)
+    if difference > fastpath.PARITY_TOLERANCE:
+        log.warning("fast path differs from the pipeline by %g: serving the pipeline", difference)
+        return model, "pipeline", f"fast path refused: max difference {difference:.3g}"
+    return compiled, "fast", f"max difference {difference:.3g} on {len(frame)} stored rows"
 
 
 def load_json_artifact(served: ServedModel, path: str) -> Any:

@@ -274,6 +274,7 @@ def train(
                 evaluate.log_figure(
                     _plot_profiles(segmentation, data.features), "plots/segment_profiles.png"
                 )
+                log_evaluation_set(x_test.assign(**{credit.TARGET: y_test}))
             with steps.step("log and register credit-segment"):
                 segment_version, segment_promoted = log_and_register(
                     segment_pipeline,

@@ -203,6 +203,7 @@ def test_models_lists_the_served_version(sqlite_server: Server) -> None:
     assert model["name"] == "churn" and model["alias"] == "champion" and model["version"] == "1"
     assert len(model["run_id"]) == 32
     assert {"holdout_roc_auc", "cv_roc_auc_mean"} <= set(model["metrics"])
+    assert model["inference_path"] == "fast", model["inference_note"]
     assert model["loaded_at"]
 
 
