@@ -15,7 +15,7 @@ export OMP_NUM_THREADS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export BENTOML_DO_NOT_TRACK ?= True
 
-.PHONY: help install up serve train migrate test lint unit integration bento clean
+.PHONY: help install up serve train migrate test lint unit integration bench bento clean
 
 help:
 	@echo "make up        install, train+register the demo models if no champion exists, serve on :$(PORT)"
@@ -23,6 +23,7 @@ help:
 	@echo "make train     retrain and register new churn and credit versions (first ones become @champion)"
 	@echo "make serve     serve what the registry's @champion aliases point to, without training"
 	@echo "make migrate   apply database migrations to DATABASE_URL (default: SQLite under .data/)"
+	@echo "make bench     ClientInsight vs naive FastAPI vs stock BentoML, side by side (wrk, PostgreSQL)"
 	@echo "make bento     build a Bento (bentofile.yaml); containerizing needs a Docker engine"
 	@echo "make clean     remove the local MLflow store, predictions database and venv"
 
@@ -64,6 +65,13 @@ integration: install
 
 test: install lint
 	$(BIN)/pytest
+
+# BENCH_ARGS="--seconds 10 --soak-seconds 300" (the defaults) bounds every scenario in time.
+bench: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk (Debian package 'wrk')"; exit 1; }
+	$(BIN)/python -m training ensure
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bento: install
 	$(BIN)/bentoml build --version "$$(git rev-parse --short HEAD)"

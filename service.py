@@ -21,10 +21,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import aiohttp
 import bentoml
 import pandas as pd
 from bentoml.exceptions import ServiceUnavailable
@@ -242,11 +243,20 @@ class ClientInsight:
     def _flush_predictions(self) -> None:
         self.writer.close()
 
-    async def _call(self, family: str, call: Awaitable[T]) -> T:
+    async def _call(self, family: str, call: Callable[[], Awaitable[T]]) -> T:
         """The model service's answer, or a 503 naming the model family and the reason when it
-        fails or does not answer within the model timeout."""
+        fails or does not answer within the model timeout.
+
+        A pooled connection the model worker already closed fails before anything is scored
+        (aiohttp's ClientOSError / ServerDisconnectedError): that one call is retried once.
+        """
+        deadline = time.monotonic() + settings.model_timeout_s
         try:
-            return await asyncio.wait_for(call, timeout=settings.model_timeout_s)
+            try:
+                return await asyncio.wait_for(call(), timeout=settings.model_timeout_s)
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                remaining = max(0.001, deadline - time.monotonic())
+                return await asyncio.wait_for(call(), timeout=remaining)
         except Exception as exc:  # every failure of a model service is a 503 to the caller
             if isinstance(exc, TimeoutError):
                 reason = f"no answer within {settings.model_timeout_s:g} s"
@@ -302,7 +312,9 @@ class ClientInsight:
         started = time.perf_counter()
         try:
             _check_count("customers", len(customers))
-            predictions = await self._call("churn", self.churn_model.to_async.predict(customers))
+            predictions = await self._call(
+                "churn", lambda: self.churn_model.to_async.predict(customers)
+            )
         except Answer as answer:
             return answer.respond(ctx)
         ctx.response.headers["X-Request-ID"] = self._persist(
@@ -319,7 +331,7 @@ class ClientInsight:
             frame, fmt, customers = _read_upload(file, churn.Customer, churn.COLUMN_ALIASES)
             chunks = await self._call(
                 "churn",
-                asyncio.gather(
+                lambda: asyncio.gather(
                     *(self.churn_model.to_async.predict_bulk(c) for c in _chunks(customers))
                 ),
             )
@@ -343,7 +355,7 @@ class ClientInsight:
             _check_count("applicants", len(applicants))
             segments, approvals = await self._call(
                 "credit",
-                asyncio.gather(
+                lambda: asyncio.gather(
                     self.credit_models.to_async.segment(applicants),
                     self.credit_models.to_async.approve(applicants),
                 ),
@@ -367,7 +379,7 @@ class ClientInsight:
             frame, fmt, applicants = _read_upload(file, credit.Applicant, credit.COLUMN_ALIASES)
             chunks = await self._call(
                 "credit",
-                asyncio.gather(
+                lambda: asyncio.gather(
                     *(self.credit_models.to_async.assess_bulk(c) for c in _chunks(applicants))
                 ),
             )

