@@ -74,13 +74,14 @@ class ChurnModel:
         self.batching["batches"] += 1
         self.batching["rows"] += len(customers)
         self.batching["largest_batch"] = max(self.batching["largest_batch"], len(customers))
-        return churn.score(
-            self.served.predictor, customers, self.served.threshold, self.served.version
-        )
+        return self._score(customers)
 
     @bentoml.api
     def predict_bulk(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
         """Unbatched scoring of one large chunk (file uploads)."""
+        return self._score(customers)
+
+    def _score(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
         return churn.score(
             self.served.predictor, customers, self.served.threshold, self.served.version
         )
@@ -285,11 +286,10 @@ class ClientInsight:
     ) -> str:
         """Hand one request's rows to the writer (never blocks); the request id they carry."""
         request_id = str(uuid.uuid4())
-        is_credit = contract is credit
         self.writer.submit(
             rows_for(
-                model_name=credit.DECISION_NAME if is_credit else churn.MODEL_NAME,
-                primary_model=credit.APPROVAL_MODEL if is_credit else None,
+                model_name=contract.DECISION_NAME,
+                primary_model=contract.PRIMARY_MODEL,
                 request_id=request_id,
                 source=source,
                 inputs=inputs,

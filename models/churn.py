@@ -60,7 +60,10 @@ CATEGORICAL_FEATURES: dict[str, tuple[str, ...]] = {
 }
 FEATURES: tuple[str, ...] = NUMERIC_FEATURES + BINARY_FEATURES + tuple(CATEGORICAL_FEATURES)
 
-#: How a prediction is indexed in the `predictions` table: who, headline score, headline label.
+#: How a prediction is indexed in the `predictions` table: the decision's name, the model whose
+#: version fills `model_version`, who, headline score, headline label.
+DECISION_NAME = MODEL_NAME
+PRIMARY_MODEL = MODEL_NAME
 ENTITY_FIELD = "customer_id"
 SCORE_FIELD = "churn_probability"
 LABEL_FIELD = "risk_band"

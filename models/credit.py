@@ -63,6 +63,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
 )
 #: The decision's name in the `predictions` table; `model_versions` there holds both models.
 DECISION_NAME = "credit-evaluation"
+PRIMARY_MODEL = APPROVAL_MODEL
 ENTITY_FIELD = "applicant_id"
 SCORE_FIELD = "approval_probability"
 LABEL_FIELD = "eligible"

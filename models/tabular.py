@@ -7,6 +7,7 @@ order. CSV is read as text so identifiers such as `customerID` come back byte fo
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass, field
@@ -112,6 +113,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def list_adapter(schema: type[M]) -> TypeAdapter[list[M]]:
+    """One validator per schema, built once (building it costs more than small uploads)."""
+    return TypeAdapter(list[schema])  # type: ignore[valid-type]
+
+
 def validate_rows(
     frame: pd.DataFrame, schema: type[M], aliases: dict[str, str], max_rows: int
 ) -> list[M]:
@@ -156,7 +163,7 @@ def validate_rows(
         for row in frame[columns].itertuples(index=False, name=None)
     ]
     try:
-        return TypeAdapter(list[schema]).validate_python(records)  # type: ignore[valid-type]
+        return list_adapter(schema).validate_python(records)
     except ValidationError as exc:
         problems = [
             {

