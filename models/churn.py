@@ -164,17 +164,22 @@ def risk_band(probability: float) -> Literal["low", "medium", "high"]:
     return "high"  # unreachable: the last cut-off is +inf
 
 
-def to_frame(customers: Sequence[Customer]) -> pd.DataFrame:
-    """The feature frame the pipeline expects: fixed column order and dtypes."""
-    rows = [c.model_dump(include=set(FEATURES)) for c in customers]
-    frame = pd.DataFrame.from_records(rows, columns=list(FEATURES))
+def columns(customers: Sequence[Customer]) -> dict[str, np.ndarray]:
+    """The features as typed columns, straight from validated records (no pandas on the hot
+    path): float64 numerics (missing is NaN), int64 binaries, object categoricals."""
+    data: dict[str, np.ndarray] = {}
     for name in NUMERIC_FEATURES:
-        frame[name] = frame[name].astype("float64")
+        data[name] = np.array([getattr(c, name) for c in customers], dtype="float64")
     for name in BINARY_FEATURES:
-        frame[name] = frame[name].astype("int64")
+        data[name] = np.array([getattr(c, name) for c in customers], dtype="int64")
     for name in CATEGORICAL_FEATURES:
-        frame[name] = frame[name].astype(object)
-    return frame
+        data[name] = np.array([getattr(c, name) for c in customers], dtype=object)
+    return data
+
+
+def to_frame(customers: Sequence[Customer]) -> pd.DataFrame:
+    """The feature frame the pipeline was trained on: fixed column order and dtypes."""
+    return pd.DataFrame(columns(customers), columns=list(FEATURES))
 
 
 def predictions_from_probabilities(
@@ -216,8 +221,9 @@ def file_columns(predictions: Sequence[ChurnPrediction]) -> dict[str, list[Any]]
 def score(
     model: Any, customers: Sequence[Customer], threshold: float, version: str
 ) -> list[ChurnPrediction]:
-    """Score customers with a loaded pipeline and apply the version's decision rule."""
+    """Score customers with a loaded predictor (`registry.ServedModel.predictor`, which takes
+    feature columns) and apply the version's decision rule."""
     if not customers:
         return []
-    probabilities = model.predict_proba(to_frame(customers))[:, 1]
+    probabilities = model.predict_proba(columns(customers))[:, 1]
     return predictions_from_probabilities(customers, probabilities, threshold, version)

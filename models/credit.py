@@ -132,10 +132,16 @@ class ApprovalScore(BaseModel):
 COLUMN_ALIASES: dict[str, str] = {name: name for name in Applicant.model_fields}
 
 
+def columns(applicants: Sequence[Applicant]) -> dict[str, np.ndarray]:
+    """The features as float64 columns, straight from validated records (no pandas)."""
+    return {
+        name: np.array([getattr(a, name) for a in applicants], dtype="float64") for name in FEATURES
+    }
+
+
 def to_frame(applicants: Sequence[Applicant]) -> pd.DataFrame:
-    """The feature frame both pipelines expect: fixed column order, float64 throughout."""
-    rows = [a.model_dump(include=set(FEATURES)) for a in applicants]
-    return pd.DataFrame.from_records(rows, columns=list(FEATURES)).astype("float64")
+    """The feature frame both pipelines were trained on: fixed column order, float64."""
+    return pd.DataFrame(columns(applicants), columns=list(FEATURES))
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,7 @@ def assign_segments(
     """Segment applicants with a loaded `credit-segment` pipeline and its profiles."""
     if not applicants:
         return []
-    labels = model.predict(to_frame(applicants))
+    labels = model.predict(columns(applicants))
     return [segmentation.assign(int(s), version) for s in labels]
 
 
@@ -321,7 +327,7 @@ def score_approval(
     """Approval probabilities from a loaded `credit-approval` pipeline."""
     if not applicants:
         return []
-    probabilities = model.predict_proba(to_frame(applicants))[:, 1]
+    probabilities = model.predict_proba(columns(applicants))[:, 1]
     return [
         ApprovalScore(approval_probability=float(p), threshold=threshold, model_version=version)
         for p in probabilities

@@ -9,7 +9,7 @@ evaluation set: the fast path is used only if no output differs by more than 1e-
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,9 @@ from scipy.special import expit
 #: Largest absolute difference from the pipeline the fast path may have.
 PARITY_TOLERANCE = 1e-9
 
-Block = Callable[[pd.DataFrame], np.ndarray]
+#: Feature columns by name: a DataFrame, or a dict of 1-D arrays built from validated records.
+Columns = Mapping[str, Any] | pd.DataFrame
+Block = Callable[[Columns], np.ndarray]
 Step = Callable[[np.ndarray], np.ndarray]
 
 
@@ -63,12 +65,16 @@ def _step(transformer: Any) -> Step:
     raise Unsupported(type(transformer).__name__)
 
 
+def _numeric(data: Columns, columns: list[str]) -> np.ndarray:
+    return np.column_stack([np.asarray(data[c], dtype="float64") for c in columns])
+
+
 def _block(transformer: Any, columns: list[str]) -> Block:
-    """A frame -> 2-D float block for one ColumnTransformer entry."""
+    """Columns -> 2-D float block for one ColumnTransformer entry."""
     from sklearn.preprocessing import OneHotEncoder
 
     if transformer == "passthrough":
-        return lambda frame: frame[columns].to_numpy(dtype="float64")
+        return lambda data: _numeric(data, columns)
     if isinstance(transformer, OneHotEncoder):
         if transformer.drop_idx_ is not None or transformer.handle_unknown != "ignore":
             raise Unsupported("OneHotEncoder with drop or strict unknowns")
@@ -76,10 +82,11 @@ def _block(transformer: Any, columns: list[str]) -> Block:
         widths = [len(c) for c in transformer.categories_]
         offsets = np.cumsum([0, *widths[:-1]])
 
-        def one_hot(frame: pd.DataFrame) -> np.ndarray:
-            out = np.zeros((len(frame), sum(widths)))
-            for lookup, offset, name in zip(lookups, offsets, columns, strict=True):
-                for row, value in enumerate(frame[name].to_numpy()):
+        def one_hot(data: Columns) -> np.ndarray:
+            values = [np.asarray(data[name], dtype=object) for name in columns]
+            out = np.zeros((len(values[0]), sum(widths)))
+            for lookup, offset, column in zip(lookups, offsets, values, strict=True):
+                for row, value in enumerate(column):
                     index = lookup.get(value)
                     if index is not None:
                         out[row, offset + index] = 1.0
@@ -87,27 +94,27 @@ def _block(transformer: Any, columns: list[str]) -> Block:
 
         return one_hot
     step = _step(transformer)
-    return lambda frame: step(frame[columns].to_numpy(dtype="float64"))
+    return lambda data: step(_numeric(data, columns))
 
 
 @dataclass(frozen=True)
 class CompiledPipeline:
     """`predict_proba` (classifiers) or `predict` (k-means) without scikit-learn's overhead."""
 
-    features: Callable[[pd.DataFrame], np.ndarray]
+    features: Callable[[Columns], np.ndarray]
     kind: str
     params: tuple[np.ndarray, np.ndarray]
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, data: Columns) -> np.ndarray:
         coef, intercept = self.params
-        positive = expit((self.features(frame) @ coef.T + intercept).ravel())
+        positive = expit((self.features(data) @ coef.T + intercept).ravel())
         return np.column_stack([1 - positive, positive])
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, data: Columns) -> np.ndarray:
         if self.kind != "kmeans":
-            return (self.predict_proba(frame)[:, 1] > 0.5).astype(int)
+            return (self.predict_proba(data)[:, 1] > 0.5).astype(int)
         centers, _ = self.params
-        x = self.features(frame)
+        x = self.features(data)
         distances = ((x[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
         return distances.argmin(axis=1).astype("int32")
 
@@ -131,8 +138,8 @@ def compile_pipeline(pipeline: Any) -> tuple[CompiledPipeline | None, str]:
             if name != "remainder" and t != "drop"
         ]
 
-        def features(frame: pd.DataFrame) -> np.ndarray:
-            return np.hstack([block(frame) for block in blocks])
+        def features(data: Columns) -> np.ndarray:
+            return np.hstack([block(data) for block in blocks])
 
         if isinstance(estimator, LogisticRegression) and len(estimator.classes_) == 2:
             # Copies: the compiled path is frozen at load time, whatever happens to the estimator.
@@ -144,6 +151,24 @@ def compile_pipeline(pipeline: Any) -> tuple[CompiledPipeline | None, str]:
         raise Unsupported(type(estimator).__name__)
     except Unsupported as exc:
         return None, f"unsupported step: {exc}"
+
+
+@dataclass(frozen=True)
+class FramePipeline:
+    """The fitted pipeline behind the same interface as `CompiledPipeline` (feature columns in),
+    for the fallback path: scikit-learn's ColumnTransformer needs a DataFrame."""
+
+    pipeline: Any
+
+    def predict_proba(self, data: Columns) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(self._frame(data)))
+
+    def predict(self, data: Columns) -> np.ndarray:
+        return np.asarray(self.pipeline.predict(self._frame(data)))
+
+    def _frame(self, data: Columns) -> pd.DataFrame:
+        names = list(self.pipeline.feature_names_in_)
+        return data[names] if isinstance(data, pd.DataFrame) else pd.DataFrame(data)[names]
 
 
 def verify(compiled: CompiledPipeline, pipeline: Any, frame: pd.DataFrame) -> float:

@@ -41,7 +41,8 @@ class ServedModel:
     metrics: dict[str, float]
     tags: dict[str, str]
     model: Any = field(repr=False)
-    #: What serves: the compiled fast path when it matched the pipeline, else the pipeline.
+    #: What serves, taking feature columns: the compiled fast path when it matched the
+    #: pipeline, else the pipeline behind the same interface.
     predictor: Any = field(repr=False, default=None)
     #: "fast" or "pipeline", and why (parity figure or the reason for falling back).
     inference_path: str = "pipeline"
@@ -158,19 +159,20 @@ def _choose_predictor(model: Any, run_id: str) -> tuple[Any, str, str]:
     from models import fastpath
 
     compiled, reason = fastpath.compile_pipeline(model)
+    fallback = fastpath.FramePipeline(model)
     if compiled is None:
-        return model, "pipeline", reason
+        return fallback, "pipeline", reason
     try:
         local = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="evaluation/holdout.parquet"
         )
     except (MlflowException, OSError):
-        return model, "pipeline", "no stored evaluation set to verify the fast path on"
+        return fallback, "pipeline", "no stored evaluation set to verify the fast path on"
     frame = pd.read_parquet(local)[list(model.feature_names_in_)]
     difference = fastpath.verify(compiled, model, frame)
     if difference > fastpath.PARITY_TOLERANCE:
         log.warning("fast path differs from the pipeline by %g: serving the pipeline", difference)
-        return model, "pipeline", f"fast path refused: max difference {difference:.3g}"
+        return fallback, "pipeline", f"fast path refused: max difference {difference:.3g}"
     return compiled, "fast", f"max difference {difference:.3g} on {len(frame)} stored rows"
 
 

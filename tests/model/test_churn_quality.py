@@ -29,7 +29,7 @@ def test_holdout_roc_auc_meets_the_bar(
 
 def _probability(served: registry.ServedModel, **changes: object) -> float:
     customer = churn.Customer.model_validate({**SNAKE, **changes})
-    return churn.score(served.model, [customer], served.threshold, served.version)[
+    return churn.score(served.predictor, [customer], served.threshold, served.version)[
         0
     ].churn_probability
 

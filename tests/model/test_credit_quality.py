@@ -42,7 +42,7 @@ def _grid(served: registry.ServedModel, field: str, values: list[float]) -> np.n
     for record in sample.to_dict("records"):
         base = {**record, "owner": bool(record["owner"]), "selfemp": bool(record["selfemp"])}
         applicants = [credit.Applicant.model_validate({**base, field: v}) for v in values]
-        scores = credit.score_approval(served.model, applicants, 0.5, "x")
+        scores = credit.score_approval(served.predictor, applicants, 0.5, "x")
         out.append([s.approval_probability for s in scores])
     return np.array(out)
 
