@@ -39,6 +39,8 @@ from models.settings import get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
 from persistence.writer import PredictionWriter, rows_for
+from serving import tuning
+from serving.batching import MicroBatcher
 
 log = logging.getLogger("clientinsight")
 settings = get_settings()
@@ -48,6 +50,26 @@ M = TypeVar("M", bound=BaseModel)
 #: Connection recycling every 100 requests closes sessions with calls in flight (a third of
 #: requests failed at 64 clients): keep the dependency connection for the worker's life.
 _LONG_LIVED_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 1e9}
+#: Per-request observability: spans only when asked for; the internal hop is not access-logged.
+_TRACING = {} if settings.tracing else tuning.untraced()
+_INTERNAL = {"tracing": _TRACING, "logging": {"access": {"enabled": False}}}
+
+
+class _CallCounter:
+    """Per model worker: how many batches it scored and how large they were."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rows = 0
+        self.largest_batch = 0
+
+    def add(self, rows: int) -> None:
+        self.calls += 1
+        self.rows += rows
+        self.largest_batch = max(self.largest_batch, rows)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"calls": self.calls, "rows": self.rows, "largest_batch": self.largest_batch}
 
 
 @bentoml.service(
@@ -55,40 +77,27 @@ _LONG_LIVED_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 1e9}
     workers=settings.churn_workers,
     traffic={"timeout": settings.model_timeout_s},
     runner_connection=_LONG_LIVED_CONNECTION,
+    **_INTERNAL,
 )
 class ChurnModel:
-    """The `churn@champion` pipeline in its own processes; batches across concurrent requests."""
+    """The `churn@champion` model in its own processes; scores the batches the entry assembles."""
 
     def __init__(self) -> None:
         self.served = registry.load(churn.MODEL_NAME)
-        # Per worker: how adaptive batching is actually grouping requests.
-        self.batching = {"batches": 0, "rows": 0, "largest_batch": 0}
+        self.calls = _CallCounter()
 
     # list[Customer] rather than a DataFrame: BentoML 1.4's DataFrame batching is broken.
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.churn_max_batch_size,
-        max_latency_ms=settings.churn_max_latency_ms,
-    )
-    def predict(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
-        self.batching["batches"] += 1
-        self.batching["rows"] += len(customers)
-        self.batching["largest_batch"] = max(self.batching["largest_batch"], len(customers))
-        return self._score(customers)
-
     @bentoml.api
-    def predict_bulk(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
-        """Unbatched scoring of one large chunk (file uploads)."""
-        return self._score(customers)
-
-    def _score(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
+    def predict(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
+        """One batch (requests coalesced by the entry service, or a chunk of an uploaded file)."""
+        self.calls.add(len(customers))
         return churn.score(
             self.served.predictor, customers, self.served.threshold, self.served.version
         )
 
     @bentoml.api
     def describe(self) -> list[dict[str, Any]]:
-        return [{**self.served.describe(), "batching": dict(self.batching)}]
+        return [{**self.served.describe(), "model_worker_calls": self.calls.as_dict()}]
 
 
 @bentoml.service(
@@ -96,6 +105,7 @@ class ChurnModel:
     workers=settings.credit_workers,
     traffic={"timeout": settings.model_timeout_s},
     runner_connection=_LONG_LIVED_CONNECTION,
+    **_INTERNAL,
 )
 class CreditModels:
     """`credit-segment@champion` and `credit-approval@champion` in their own processes."""
@@ -106,49 +116,32 @@ class CreditModels:
             registry.load_json_artifact(self.segment_model, "segments.json")
         )
         self.approval_model = registry.load(credit.APPROVAL_MODEL)
+        self.calls = _CallCounter()
 
-    def _segments(self, applicants: list[credit.Applicant]) -> list[credit.SegmentAssignment]:
-        return credit.assign_segments(
+    @bentoml.api
+    def assess(self, applicants: list[credit.Applicant]) -> list[credit.CreditAssessment]:
+        """Both models on one batch: segment and approval probability per applicant."""
+        self.calls.add(len(applicants))
+        segments = credit.assign_segments(
             self.segment_model.predictor, self.segmentation, applicants, self.segment_model.version
         )
-
-    def _approvals(self, applicants: list[credit.Applicant]) -> list[credit.ApprovalScore]:
-        return credit.score_approval(
+        approvals = credit.score_approval(
             self.approval_model.predictor,
             applicants,
             self.approval_model.threshold,
             self.approval_model.version,
         )
-
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.credit_max_batch_size,
-        max_latency_ms=settings.credit_max_latency_ms,
-    )
-    def segment(self, applicants: list[credit.Applicant]) -> list[credit.SegmentAssignment]:
-        return self._segments(applicants)
-
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.credit_max_batch_size,
-        max_latency_ms=settings.credit_max_latency_ms,
-    )
-    def approve(self, applicants: list[credit.Applicant]) -> list[credit.ApprovalScore]:
-        return self._approvals(applicants)
-
-    @bentoml.api
-    def assess_bulk(self, applicants: list[credit.Applicant]) -> list[credit.CreditAssessment]:
-        """Both models on one large chunk (file uploads), unbatched."""
         return [
             credit.CreditAssessment(segment=s, approval=a)
-            for s, a in zip(self._segments(applicants), self._approvals(applicants), strict=True)
+            for s, a in zip(segments, approvals, strict=True)
         ]
 
     @bentoml.api
     def describe(self) -> list[dict[str, Any]]:
+        calls = {"model_worker_calls": self.calls.as_dict()}
         return [
-            {**self.segment_model.describe(), "segments": self.segmentation.to_dict()},
-            self.approval_model.describe(),
+            {**self.segment_model.describe(), "segments": self.segmentation.to_dict(), **calls},
+            {**self.approval_model.describe(), **calls},
         ]
 
 
@@ -219,7 +212,13 @@ def _file_response(
     )
 
 
-@bentoml.service(name="clientinsight", workers=settings.api_workers, traffic={"timeout": 300})
+@bentoml.service(
+    name="clientinsight",
+    workers=settings.api_workers,
+    traffic={"timeout": 300},
+    tracing=_TRACING,
+    logging={"access": {"enabled": settings.access_log}},
+)
 @bentoml.asgi_app(admin, path="/")
 class ClientInsight:
     """The public API on port 3000."""
@@ -239,6 +238,22 @@ class ClientInsight:
             flush_interval_s=db.writer_flush_interval_s,
         )
         self.writer.start()
+        # Concurrent API requests share model-service calls (serving/batching.py says why).
+        self.churn_batcher: MicroBatcher[churn.Customer, churn.ChurnPrediction] = MicroBatcher(
+            lambda batch: self._hop(self.churn_model.to_async.predict(batch)),
+            max_batch_size=settings.churn_max_batch_size,
+            max_in_flight=settings.model_calls_in_flight,
+        )
+        self.credit_batcher: MicroBatcher[credit.Applicant, credit.CreditAssessment] = MicroBatcher(
+            lambda batch: self._hop(self.credit_models.to_async.assess(batch)),
+            max_batch_size=settings.credit_max_batch_size,
+            max_in_flight=settings.model_calls_in_flight,
+        )
+
+    @staticmethod
+    async def _hop(call: Awaitable[T]) -> T:
+        """One model-service call, never longer than the model timeout (frees the call slot)."""
+        return await asyncio.wait_for(call, timeout=settings.model_timeout_s)
 
     @bentoml.on_shutdown
     def _flush_predictions(self) -> None:
@@ -312,9 +327,7 @@ class ClientInsight:
         started = time.perf_counter()
         try:
             _check_count("customers", len(customers))
-            predictions = await self._call(
-                "churn", lambda: self.churn_model.to_async.predict(customers)
-            )
+            predictions = await self._call("churn", lambda: self.churn_batcher.submit(customers))
         except Answer as answer:
             return answer.respond(ctx)
         ctx.response.headers["X-Request-ID"] = self._persist(
@@ -332,7 +345,7 @@ class ClientInsight:
             chunks = await self._call(
                 "churn",
                 lambda: asyncio.gather(
-                    *(self.churn_model.to_async.predict_bulk(c) for c in _chunks(customers))
+                    *(self.churn_model.to_async.predict(c) for c in _chunks(customers))
                 ),
             )
         except Answer as answer:
@@ -353,17 +366,12 @@ class ClientInsight:
         started = time.perf_counter()
         try:
             _check_count("applicants", len(applicants))
-            segments, approvals = await self._call(
-                "credit",
-                lambda: asyncio.gather(
-                    self.credit_models.to_async.segment(applicants),
-                    self.credit_models.to_async.approve(applicants),
-                ),
-            )
+            assessments = await self._call("credit", lambda: self.credit_batcher.submit(applicants))
         except Answer as answer:
             return answer.respond(ctx)
         evaluations = [
-            credit.decide(a, s, p) for a, s, p in zip(applicants, segments, approvals, strict=True)
+            credit.decide(applicant, a.segment, a.approval)
+            for applicant, a in zip(applicants, assessments, strict=True)
         ]
         ctx.response.headers["X-Request-ID"] = self._persist(
             credit, "api", applicants, evaluations, started
@@ -380,7 +388,7 @@ class ClientInsight:
             chunks = await self._call(
                 "credit",
                 lambda: asyncio.gather(
-                    *(self.credit_models.to_async.assess_bulk(c) for c in _chunks(applicants))
+                    *(self.credit_models.to_async.assess(c) for c in _chunks(applicants))
                 ),
             )
         except Answer as answer:
@@ -397,20 +405,32 @@ class ClientInsight:
     @admin.get("/models")
     async def list_models(self) -> JSONResponse:
         """Which model versions are served, with their key metrics and load time."""
-        families = {
-            "churn": (self.churn_model, [churn.MODEL_NAME]),
-            "credit": (self.credit_models, [credit.SEGMENT_MODEL, credit.APPROVAL_MODEL]),
+        families: dict[str, tuple[Any, MicroBatcher[Any, Any], list[str]]] = {
+            "churn": (self.churn_model, self.churn_batcher, [churn.MODEL_NAME]),
+            "credit": (
+                self.credit_models,
+                self.credit_batcher,
+                [credit.SEGMENT_MODEL, credit.APPROVAL_MODEL],
+            ),
         }
 
-        async def one(service: Any, names: list[str]) -> list[dict[str, Any]]:
+        async def one(service: Any, batcher: MicroBatcher[Any, Any], names: list[str]) -> Any:
+            # Batching as this API worker sees it: requests coalesced into model-service calls.
+            batching = {"batching": batcher.stats.as_dict()}
             try:
                 described = await asyncio.wait_for(
                     service.to_async.describe(), timeout=settings.model_timeout_s
                 )
-                return list(described)
+                return [{**model, **batching} for model in described]
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                return [{"name": n, "status": "unavailable", "reason": reason} for n in names]
+                return [
+                    {"name": n, "status": "unavailable", "reason": reason, **batching}
+                    for n in names
+                ]
 
-        answers = await asyncio.gather(*(one(s, n) for s, n in families.values()))
+        answers = await asyncio.gather(*(one(*family) for family in families.values()))
         return JSONResponse({"models": [m for answer in answers for m in answer]})
+
+
+tuning.fix_output_media_types(ChurnModel, CreditModels, ClientInsight)

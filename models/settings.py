@@ -36,23 +36,26 @@ class ModelSettings(BaseSettings):
     )
     serving_alias: str = Field(default="champion", validation_alias="CLIENTINSIGHT_ALIAS")
 
-    # Adaptive batching of /churn/predict and /credit/evaluate. 200 ms keeps overload 503s
-    # under 3% at 16 clients; 20 ms rejected 98% (DESIGN.md, Known pitfalls).
+    # Adaptive batching of /churn/predict and /credit/evaluate (serving/batching.py): records
+    # per model-service call, and calls in flight per API worker. No timer: a batch leaves as
+    # soon as a call slot is free, so one client never waits and batches grow with load.
     churn_max_batch_size: int = Field(
-        default=64, ge=2, le=4096, validation_alias="CLIENTINSIGHT_CHURN_MAX_BATCH_SIZE"
-    )
-    churn_max_latency_ms: int = Field(
-        default=200, ge=1, validation_alias="CLIENTINSIGHT_CHURN_MAX_LATENCY_MS"
+        default=64, ge=1, le=4096, validation_alias="CLIENTINSIGHT_CHURN_MAX_BATCH_SIZE"
     )
     churn_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_CHURN_WORKERS")
     credit_max_batch_size: int = Field(
-        default=64, ge=2, le=4096, validation_alias="CLIENTINSIGHT_CREDIT_MAX_BATCH_SIZE"
+        default=64, ge=1, le=4096, validation_alias="CLIENTINSIGHT_CREDIT_MAX_BATCH_SIZE"
     )
-    credit_max_latency_ms: int = Field(
-        default=200, ge=1, validation_alias="CLIENTINSIGHT_CREDIT_MAX_LATENCY_MS"
+    model_calls_in_flight: int = Field(
+        default=2, ge=1, le=64, validation_alias="CLIENTINSIGHT_MODEL_CALLS_IN_FLIGHT"
     )
     credit_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_CREDIT_WORKERS")
     api_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_API_WORKERS")
+    #: OpenTelemetry spans per request. Off by default: with no exporter configured they cost
+    #: about a tenth of a worker's CPU for nothing (bench/README.md).
+    tracing: bool = Field(default=False, validation_alias="CLIENTINSIGHT_TRACING")
+    #: One access-log line per public request (the model services never log the internal hop).
+    access_log: bool = Field(default=True, validation_alias="CLIENTINSIGHT_ACCESS_LOG")
     #: Seconds a model-service call may take before the entry API gives up with a 503.
     model_timeout_s: float = Field(
         default=30.0, gt=0, validation_alias="CLIENTINSIGHT_MODEL_TIMEOUT_S"

@@ -1,0 +1,1 @@
+"""Serving infrastructure shared by the BentoML services: settings-free helpers, no models."""
