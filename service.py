@@ -85,6 +85,7 @@ class ChurnModel:
     def __init__(self) -> None:
         self.served = registry.load(churn.MODEL_NAME)
         self.calls = _CallCounter()
+        tuning.tune_garbage_collector()
 
     # list[Customer] rather than a DataFrame: BentoML 1.4's DataFrame batching is broken.
     @bentoml.api
@@ -117,6 +118,7 @@ class CreditModels:
         )
         self.approval_model = registry.load(credit.APPROVAL_MODEL)
         self.calls = _CallCounter()
+        tuning.tune_garbage_collector()
 
     @bentoml.api
     def assess(self, applicants: list[credit.Applicant]) -> list[credit.CreditAssessment]:
@@ -249,6 +251,7 @@ class ClientInsight:
             max_batch_size=settings.credit_max_batch_size,
             max_in_flight=settings.model_calls_in_flight,
         )
+        tuning.tune_garbage_collector()
 
     @staticmethod
     async def _hop(call: Awaitable[T]) -> T:

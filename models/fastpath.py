@@ -78,18 +78,18 @@ def _block(transformer: Any, columns: list[str]) -> Block:
     if isinstance(transformer, OneHotEncoder):
         if transformer.drop_idx_ is not None or transformer.handle_unknown != "ignore":
             raise Unsupported("OneHotEncoder with drop or strict unknowns")
-        lookups = [{v: i for i, v in enumerate(cats)} for cats in transformer.categories_]
-        widths = [len(c) for c in transformer.categories_]
+        categories = [list(cats) for cats in transformer.categories_]
+        widths = [len(c) for c in categories]
         offsets = np.cumsum([0, *widths[:-1]])
 
         def one_hot(data: Columns) -> np.ndarray:
             values = [np.asarray(data[name], dtype=object) for name in columns]
             out = np.zeros((len(values[0]), sum(widths)))
-            for lookup, offset, column in zip(lookups, offsets, values, strict=True):
-                for row, value in enumerate(column):
-                    index = lookup.get(value)
-                    if index is not None:
-                        out[row, offset + index] = 1.0
+            for cats, offset, column in zip(categories, offsets, values, strict=True):
+                # Elementwise equality per category: an unknown value matches none (all zeros),
+                # as OneHotEncoder(handle_unknown="ignore") does.
+                for index, category in enumerate(cats):
+                    out[:, offset + index] = column == category
             return out
 
         return one_hot

@@ -34,3 +34,27 @@ def untraced() -> dict[str, Any]:
     requests straight through.
     """
     return {"excluded_urls": [".*"]}
+
+
+def tune_garbage_collector() -> None:
+    """Keep the garbage collector's pauses off the request path (the 99th percentile).
+
+    A worker's start-up (MLflow, scikit-learn, the model) leaves a few hundred thousand
+    long-lived objects, and every full collection walked all of them: pauses of tens of
+    milliseconds landing on whichever requests were in flight. `gc.freeze()` moves them out of
+    the collector's reach (they live as long as the worker anyway). Requests allocate many
+    short-lived objects, which reference counting frees; a young-generation threshold of 50,000
+    instead of 700 makes the cycle collector run about seventy times less often. Measured at 64
+    clients: p99 272 ms -> 133 ms with the freeze, -> about 70 ms with the threshold too
+    (bench/README.md). Called once, at the end of each service's __init__.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, 20, 20)
+
+
+#: Allocations (minus deallocations) between young-generation collections; CPython's default
+#: is 700.
+YOUNG_GENERATION_THRESHOLD = 50_000

@@ -59,3 +59,16 @@ def test_untraced_excludes_every_url() -> None:
     excluded = ExcludeList(tuning.untraced()["excluded_urls"])
     assert excluded.url_disabled("http://localhost:3000/churn/predict")
     assert excluded.url_disabled("http://localhost:3000/credit/evaluate_file")
+
+
+def test_the_garbage_collector_leaves_start_up_objects_alone_and_runs_less_often() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        tuning.tune_garbage_collector()
+        assert gc.get_freeze_count() > 10_000  # the interpreter, pytest, bentoml, pydantic
+        assert gc.get_threshold()[0] == tuning.YOUNG_GENERATION_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
