@@ -4,9 +4,10 @@
 
 The entry service (`ClientInsight`) validates, calls the model services over a process boundary
 (`bentoml.depends`), applies the business decision from `models/`, and hands every prediction to
-the persistence hook. Inference lives in `ChurnModel` and `CreditModels`, each in its own worker
-processes with adaptive batching, so one failing model family leaves the others serving. No
-feature logic and no SQL here: those live in `models/` and `persistence/`.
+the persistence hook; concurrent requests are batched adaptively before the hop
+(`serving/batching.py`). Inference lives in `ChurnModel` and `CreditModels`, each in its own
+worker processes, so one failing model family leaves the others serving. No feature logic and
+no SQL here: those live in `models/` and `persistence/`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
 from persistence.writer import PredictionWriter, rows_for
 from serving import tuning
-from serving.batching import MicroBatcher
+from serving.batching import CallStats, MicroBatcher
 
 log = logging.getLogger("clientinsight")
 settings = get_settings()
@@ -55,23 +56,6 @@ _TRACING = {} if settings.tracing else tuning.untraced()
 _INTERNAL = {"tracing": _TRACING, "logging": {"access": {"enabled": False}}}
 
 
-class _CallCounter:
-    """Per model worker: how many batches it scored and how large they were."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.rows = 0
-        self.largest_batch = 0
-
-    def add(self, rows: int) -> None:
-        self.calls += 1
-        self.rows += rows
-        self.largest_batch = max(self.largest_batch, rows)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"calls": self.calls, "rows": self.rows, "largest_batch": self.largest_batch}
-
-
 @bentoml.service(
     name="churn_model",
     workers=settings.churn_workers,
@@ -84,10 +68,10 @@ class ChurnModel:
 
     def __init__(self) -> None:
         self.served = registry.load(churn.MODEL_NAME)
-        self.calls = _CallCounter()
+        self.calls = CallStats()  # this model worker's view of the batches
         tuning.tune_garbage_collector()
 
-    # list[Customer] rather than a DataFrame: BentoML 1.4's DataFrame batching is broken.
+    # list[Customer]: the contract is validated again on this side of the process boundary.
     @bentoml.api
     def predict(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
         """One batch (requests coalesced by the entry service, or a chunk of an uploaded file)."""
@@ -117,7 +101,7 @@ class CreditModels:
             registry.load_json_artifact(self.segment_model, "segments.json")
         )
         self.approval_model = registry.load(credit.APPROVAL_MODEL)
-        self.calls = _CallCounter()
+        self.calls = CallStats()  # this model worker's view of the batches
         tuning.tune_garbage_collector()
 
     @bentoml.api

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from models.fields import EntityId
+from models.fields import EntityId, feature_columns
 
 MODEL_NAME = "churn"
 TARGET = "churn"
@@ -59,6 +59,12 @@ CATEGORICAL_FEATURES: dict[str, tuple[str, ...]] = {
     ),
 }
 FEATURES: tuple[str, ...] = NUMERIC_FEATURES + BINARY_FEATURES + tuple(CATEGORICAL_FEATURES)
+#: The dtype of each feature column the pipeline was trained on (missing numerics are NaN).
+FEATURE_DTYPES: dict[str, str] = {
+    **dict.fromkeys(NUMERIC_FEATURES, "float64"),
+    **dict.fromkeys(BINARY_FEATURES, "int64"),
+    **dict.fromkeys(CATEGORICAL_FEATURES, "object"),
+}
 
 #: How a prediction is indexed in the `predictions` table: the decision's name, the model whose
 #: version fills `model_version`, who, headline score, headline label.
@@ -165,16 +171,8 @@ def risk_band(probability: float) -> Literal["low", "medium", "high"]:
 
 
 def columns(customers: Sequence[Customer]) -> dict[str, np.ndarray]:
-    """The features as typed columns, straight from validated records (no pandas on the hot
-    path): float64 numerics (missing is NaN), int64 binaries, object categoricals."""
-    data: dict[str, np.ndarray] = {}
-    for name in NUMERIC_FEATURES:
-        data[name] = np.array([getattr(c, name) for c in customers], dtype="float64")
-    for name in BINARY_FEATURES:
-        data[name] = np.array([getattr(c, name) for c in customers], dtype="int64")
-    for name in CATEGORICAL_FEATURES:
-        data[name] = np.array([getattr(c, name) for c in customers], dtype=object)
-    return data
+    """The features as typed columns (`FEATURE_DTYPES`), straight from validated records."""
+    return feature_columns(customers, FEATURE_DTYPES)
 
 
 def to_frame(customers: Sequence[Customer]) -> pd.DataFrame:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.fields import EntityId
+from models.fields import EntityId, feature_columns
 
 SEGMENT_MODEL = "credit-segment"
 APPROVAL_MODEL = "credit-approval"
@@ -41,6 +41,8 @@ NUMERIC_FEATURES: tuple[str, ...] = (
 )
 BINARY_FEATURES: tuple[str, ...] = ("owner", "selfemp")
 FEATURES: tuple[str, ...] = NUMERIC_FEATURES + BINARY_FEATURES
+#: Both pipelines were trained on float64 throughout.
+FEATURE_DTYPES: dict[str, str] = dict.fromkeys(FEATURES, "float64")
 #: Right-skewed counts and money: modelled on a log1p scale.
 LOG_FEATURES: tuple[str, ...] = ("reports", "income", "months", "active")
 
@@ -134,9 +136,7 @@ COLUMN_ALIASES: dict[str, str] = {name: name for name in Applicant.model_fields}
 
 def columns(applicants: Sequence[Applicant]) -> dict[str, np.ndarray]:
     """The features as float64 columns, straight from validated records (no pandas)."""
-    return {
-        name: np.array([getattr(a, name) for a in applicants], dtype="float64") for name in FEATURES
-    }
+    return feature_columns(applicants, FEATURE_DTYPES)
 
 
 def to_frame(applicants: Sequence[Applicant]) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -20,3 +21,12 @@ def _id_as_text(value: Any) -> Any:
 
 #: An optional caller-supplied identifier (customer, applicant), echoed back and stored.
 EntityId = Annotated[Annotated[str, Field(max_length=128)] | None, BeforeValidator(_id_as_text)]
+
+
+def feature_columns(records: Sequence[Any], dtypes: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """One typed NumPy column per feature, read straight from validated records (no pandas on
+    the request path); `None` in a float column becomes NaN."""
+    return {
+        name: np.array([getattr(record, name) for record in records], dtype=dtype)
+        for name, dtype in dtypes.items()
+    }

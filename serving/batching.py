@@ -31,18 +31,29 @@ class _Job(Generic[In, Out]):
 
 
 @dataclass
-class BatchStats:
-    """What the batcher has done in this worker, for `GET /models`."""
+class CallStats:
+    """How many batch calls were made and how large they were (kept by both sides of the hop)."""
 
     calls: int = 0
     rows: int = 0
-    requests: int = 0
     largest_batch: int = 0
-    queued_rows: int = 0
-    in_flight: int = 0
+
+    def add(self, rows: int) -> None:
+        self.calls += 1
+        self.rows += rows
+        self.largest_batch = max(self.largest_batch, rows)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+@dataclass
+class BatchStats(CallStats):
+    """What the batcher has done in this API worker, for `GET /models`."""
+
+    requests: int = 0
+    queued_rows: int = 0
+    in_flight: int = 0
 
 
 @dataclass
@@ -106,10 +117,8 @@ class MicroBatcher(Generic[In, Out]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            self.stats.calls += 1
-            self.stats.rows += len(items)
+            self.stats.add(len(items))
             self.stats.requests += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(items))
             start = 0
             for job in batch:
                 end = start + len(job.items)
