@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -39,7 +39,7 @@ from models import churn, credit, registry, tabular
 from models.settings import get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
-from persistence.writer import PredictionWriter, rows_for
+from persistence.writer import Column, PredictionWriter, prediction_block, record_columns
 from serving import tuning
 from serving.batching import CallStats, MicroBatcher
 
@@ -78,6 +78,15 @@ class ChurnModel:
         self.calls.add(len(customers))
         return churn.score(
             self.served.predictor, customers, self.served.threshold, self.served.version
+        )
+
+    @bentoml.api
+    def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
+        """A chunk of an uploaded file, as feature columns validated by the entry service:
+        no record per row on either side of the hop (`churn.outcome_frame` columns back)."""
+        self.calls.add(len(features))
+        return churn.score_frame(
+            self.served.predictor, features, self.served.threshold, self.served.version
         )
 
     @bentoml.api
@@ -163,13 +172,13 @@ def _check_count(field: str, count: int) -> None:
 
 def _read_upload(
     file: Path, schema: type[M], aliases: dict[str, str]
-) -> tuple[pd.DataFrame, tabular.TableFormat, list[M]]:
+) -> tuple[pd.DataFrame, tabular.TableFormat, tabular.Columns]:
     try:
         frame, fmt = tabular.read_table(file.read_bytes())
-        records = tabular.validate_rows(frame, schema, aliases, settings.max_rows_per_file)
+        columns = tabular.validate_columns(frame, schema, aliases, settings.max_rows_per_file)
     except tabular.TableError as exc:
         raise Answer(exc.status, exc.body()) from exc
-    return frame, fmt, records
+    return frame, fmt, columns
 
 
 def _chunks(items: list[T]) -> list[list[T]]:
@@ -177,10 +186,15 @@ def _chunks(items: list[T]) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _frame_chunks(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    size = settings.file_chunk_rows
+    return [frame.iloc[i : i + size] for i in range(0, len(frame), size)]
+
+
 def _file_response(
     frame: pd.DataFrame,
     fmt: tabular.TableFormat,
-    columns: dict[str, list[Any]],
+    columns: Mapping[str, Any],
     name: str,
     request_id: str,
 ) -> Any:
@@ -282,14 +296,14 @@ class ClientInsight:
         self,
         contract: Any,
         source: str,
-        inputs: Sequence[BaseModel],
-        outputs: Sequence[BaseModel],
+        inputs: Mapping[str, Column],
+        outputs: Mapping[str, Column],
         started: float,
     ) -> str:
         """Hand one request's rows to the writer (never blocks); the request id they carry."""
         request_id = str(uuid.uuid4())
         self.writer.submit(
-            rows_for(
+            prediction_block(
                 model_name=contract.DECISION_NAME,
                 primary_model=contract.PRIMARY_MODEL,
                 request_id=request_id,
@@ -318,7 +332,7 @@ class ClientInsight:
         except Answer as answer:
             return answer.respond(ctx)
         ctx.response.headers["X-Request-ID"] = self._persist(
-            churn, "api", customers, predictions, started
+            churn, "api", record_columns(customers), record_columns(predictions), started
         )
         return predictions
 
@@ -328,20 +342,20 @@ class ClientInsight:
         churn_probability, churn, risk_band and model_version columns added."""
         started = time.perf_counter()
         try:
-            frame, fmt, customers = _read_upload(file, churn.Customer, churn.COLUMN_ALIASES)
+            frame, fmt, columns = _read_upload(file, churn.Customer, churn.COLUMN_ALIASES)
+            features = churn.feature_frame(columns)
             chunks = await self._call(
                 "churn",
                 lambda: asyncio.gather(
-                    *(self.churn_model.to_async.predict(c) for c in _chunks(customers))
+                    *(self.churn_model.to_async.predict_frame(c) for c in _frame_chunks(features))
                 ),
             )
         except Answer as answer:
             return answer.respond(ctx)
-        predictions = [p for chunk in chunks for p in chunk]
-        request_id = self._persist(churn, "file", customers, predictions, started)
-        return _file_response(
-            frame, fmt, churn.file_columns(predictions), "churn_scores", request_id
-        )
+        outcome = pd.concat(chunks, ignore_index=True)
+        answers = {"customer_id": columns["customer_id"], **outcome.to_dict("series")}
+        request_id = self._persist(churn, "file", columns, answers, started)
+        return _file_response(frame, fmt, outcome, "churn_scores", request_id)
 
     @bentoml.api(route="/credit/evaluate")
     async def credit_evaluate(
@@ -361,7 +375,7 @@ class ClientInsight:
             for applicant, a in zip(applicants, assessments, strict=True)
         ]
         ctx.response.headers["X-Request-ID"] = self._persist(
-            credit, "api", applicants, evaluations, started
+            credit, "api", record_columns(applicants), record_columns(evaluations), started
         )
         return evaluations
 
@@ -371,7 +385,8 @@ class ClientInsight:
         with eligible, approval_probability, segment, segment_name, reasons and model_versions."""
         started = time.perf_counter()
         try:
-            frame, fmt, applicants = _read_upload(file, credit.Applicant, credit.COLUMN_ALIASES)
+            frame, fmt, columns = _read_upload(file, credit.Applicant, credit.COLUMN_ALIASES)
+            applicants = tabular.records(columns, credit.Applicant)
             chunks = await self._call(
                 "credit",
                 lambda: asyncio.gather(
@@ -384,7 +399,7 @@ class ClientInsight:
             credit.decide(applicant, a.segment, a.approval)
             for applicant, a in zip(applicants, (a for c in chunks for a in c), strict=True)
         ]
-        request_id = self._persist(credit, "file", applicants, evaluations, started)
+        request_id = self._persist(credit, "file", columns, record_columns(evaluations), started)
         return _file_response(
             frame, fmt, credit.file_columns(evaluations), "credit_evaluations", request_id
         )

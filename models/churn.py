@@ -9,14 +9,14 @@ on; the MLflow signature is derived from the same feature lists.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from models.fields import EntityId, feature_columns
+from models.fields import BlankIsNone, EntityId, feature_columns
 
 MODEL_NAME = "churn"
 TARGET = "churn"
@@ -124,20 +124,9 @@ class Customer(BaseModel):
     )
     #: Required but nullable: the IBM data leaves it blank for brand-new customers (tenure 0);
     #: the pipeline imputes it. Omitting the field is an error, sending null or "" is not.
-    total_charges: Annotated[float | None, Field(ge=0, allow_inf_nan=False)] = _alias(
-        "total_charges", "TotalCharges"
-    )
-
-    @field_validator("total_charges", mode="before")
-    @classmethod
-    def _blank_is_missing(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, str) and not value.strip():
-            return None
-        if isinstance(value, float) and math.isnan(value):
-            return None
-        return value
+    total_charges: Annotated[
+        Annotated[float, Field(ge=0, allow_inf_nan=False)] | None, BlankIsNone
+    ] = _alias("total_charges", "TotalCharges")
 
 
 class ChurnPrediction(BaseModel):
@@ -170,6 +159,14 @@ def risk_band(probability: float) -> Literal["low", "medium", "high"]:
     return "high"  # unreachable: the last cut-off is +inf
 
 
+def risk_bands(probabilities: np.ndarray) -> np.ndarray:
+    """`risk_band` for a whole column at once."""
+    cut_offs = [upper for upper, _ in RISK_BANDS[:-1]]
+    names = np.array([band for _, band in RISK_BANDS], dtype=object)
+    result: np.ndarray = names[np.searchsorted(cut_offs, probabilities, side="right")]
+    return result
+
+
 def columns(customers: Sequence[Customer]) -> dict[str, np.ndarray]:
     """The features as typed columns (`FEATURE_DTYPES`), straight from validated records."""
     return feature_columns(customers, FEATURE_DTYPES)
@@ -180,19 +177,57 @@ def to_frame(customers: Sequence[Customer]) -> pd.DataFrame:
     return pd.DataFrame(columns(customers), columns=list(FEATURES))
 
 
+def feature_frame(values: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The feature frame from validated columns (`tabular.validate_columns`); None is NaN."""
+    return pd.DataFrame(
+        {name: np.asarray(values[name], dtype=dtype) for name, dtype in FEATURE_DTYPES.items()},
+        columns=list(FEATURES),
+    )
+
+
+def outcome_frame(probabilities: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
+    """The decision rule and the risk bands over a column of probabilities: the answer's
+    columns except the echoed id, in `OUTPUT_COLUMNS` order."""
+    probabilities = np.asarray(probabilities, dtype="float64")
+    return pd.DataFrame(
+        {
+            "churn_probability": probabilities,
+            "churn": probabilities >= threshold,
+            "risk_band": risk_bands(probabilities),
+            "model_version": np.full(len(probabilities), version, dtype=object),
+        },
+        columns=list(OUTPUT_COLUMNS),
+    )
+
+
+def score_frame(model: Any, features: pd.DataFrame, threshold: float, version: str) -> pd.DataFrame:
+    """`outcome_frame` for a feature frame (a file's rows), without a record per row."""
+    missing = [name for name in FEATURES if name not in features.columns]
+    if missing:
+        raise ValueError(f"feature frame lacks columns: {', '.join(missing)}")
+    return outcome_frame(model.predict_proba(features)[:, 1], threshold, version)
+
+
 def predictions_from_probabilities(
     customers: Sequence[Customer], probabilities: np.ndarray, threshold: float, version: str
 ) -> list[ChurnPrediction]:
     """Apply the decision rule and the risk bands to the model's probabilities."""
+    outcome = outcome_frame(probabilities, threshold, version)
     return [
         ChurnPrediction(
             customer_id=c.customer_id,
-            churn_probability=float(p),
-            churn=bool(p >= threshold),
-            risk_band=risk_band(float(p)),
+            churn_probability=p,
+            churn=decided,
+            risk_band=band,
             model_version=version,
         )
-        for c, p in zip(customers, probabilities, strict=True)
+        for c, p, decided, band in zip(
+            customers,
+            outcome["churn_probability"].tolist(),
+            outcome["churn"].tolist(),
+            outcome["risk_band"].tolist(),
+            strict=True,
+        )
     ]
 
 
@@ -209,11 +244,6 @@ def mlflow_signature() -> Any:
     # Served through predict_proba: column 0 is P(stay), column 1 is P(churn).
     outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
     return ModelSignature(inputs=Schema(inputs), outputs=outputs)
-
-
-def file_columns(predictions: Sequence[ChurnPrediction]) -> dict[str, list[Any]]:
-    """The columns the file route appends, in `OUTPUT_COLUMNS` order."""
-    return {name: [getattr(p, name) for p in predictions] for name in OUTPUT_COLUMNS}
 
 
 def score(

@@ -19,6 +19,19 @@ def _id_as_text(value: Any) -> Any:
     return value
 
 
+def _blank_is_none(value: Any) -> Any:
+    # Spreadsheets leave unknown numbers blank; Parquet/Arrow carry NaN for them.
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+#: A number that may be unknown: null, a blank cell and NaN all mean "missing" (the pipeline
+#: imputes it). A validator in the type, not on the model, so a column validates on its own.
+BlankIsNone = BeforeValidator(_blank_is_none)
+
 #: An optional caller-supplied identifier (customer, applicant), echoed back and stored.
 EntityId = Annotated[Annotated[str, Field(max_length=128)] | None, BeforeValidator(_id_as_text)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -121,6 +122,7 @@ def test_numeric_customer_ids_become_text() -> None:
 )
 def test_risk_band_cut_offs(probability: float, band: str) -> None:
     assert churn.risk_band(probability) == band
+    assert churn.risk_bands(np.array([probability])).tolist() == [band]
 
 
 def test_decision_uses_the_version_threshold() -> None:
@@ -138,6 +140,36 @@ def test_feature_frame_has_the_contract_layout() -> None:
     assert frame["partner"].dtype == np.int64
     assert frame["tenure"].dtype == np.float64
     assert frame["total_charges"].isna().all()
+
+
+def test_feature_frame_from_columns_equals_the_records_frame() -> None:
+    from models import tabular
+
+    customers = [
+        churn.Customer.model_validate(SNAKE),
+        churn.Customer.model_validate({**SNAKE, "total_charges": None, "partner": False}),
+    ]
+    columns = {
+        name: np.array([getattr(c, name) for c in customers], dtype=object)
+        for name in churn.Customer.model_fields
+    }
+    pd.testing.assert_frame_equal(churn.feature_frame(columns), churn.to_frame(customers))
+    assert tabular.records(columns, churn.Customer) == customers
+
+
+def test_outcome_frame_is_the_records_answer_column_by_column() -> None:
+    probabilities = np.array([0.1, 0.34, 0.6, 0.95])
+    outcome = churn.outcome_frame(probabilities, 0.34, "4")
+    customers = [churn.Customer.model_validate(SNAKE)] * 4
+    records = churn.predictions_from_probabilities(customers, probabilities, 0.34, "4")
+    assert tuple(outcome.columns) == churn.OUTPUT_COLUMNS
+    for name in churn.OUTPUT_COLUMNS:
+        assert outcome[name].tolist() == [getattr(r, name) for r in records], name
+
+
+def test_score_frame_refuses_a_frame_without_the_features() -> None:
+    with pytest.raises(ValueError, match="tenure"):
+        churn.score_frame(None, pd.DataFrame({"gender": ["Male"]}), 0.5, "1")
 
 
 def test_signature_is_derived_from_the_feature_lists() -> None:
