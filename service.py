@@ -436,3 +436,4 @@ class ClientInsight:
 
 
 tuning.fix_output_media_types(ChurnModel, CreditModels, ClientInsight)
+tuning.release_request_timers()

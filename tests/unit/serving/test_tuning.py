@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import bentoml
+import pytest
 from pydantic import BaseModel
 
 from serving import tuning
@@ -72,3 +75,63 @@ def test_the_garbage_collector_leaves_start_up_objects_alone_and_runs_less_often
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _middleware(app: Any, timeout: float) -> Any:
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    tuning.release_request_timers()
+    return TimeoutMiddleware(app, timeout=timeout)
+
+
+async def _request(middleware: Any) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await middleware({"type": "http", "method": "GET", "path": "/"}, receive, send)
+    return sent
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_request_timers_are_released_once_the_response_starts() -> None:
+    async def scenario() -> int:
+        middleware = _middleware(_ok, timeout=300)
+        for _ in range(200):
+            sent = await _request(middleware)
+            assert sent[0]["status"] == 200
+        loop: Any = asyncio.get_running_loop()
+        return sum(1 for handle in loop._scheduled if not handle.cancelled())
+
+    # Unpatched, each of the 200 requests leaves a live 300 s timer behind.
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_request_that_never_responds_still_gets_a_504() -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(10)
+
+    sent = asyncio.run(_request(_middleware(silent, timeout=0.05)))
+    assert sent[0]["status"] == 504
+    assert b"0.05 seconds" in sent[1]["body"]
+
+
+def test_a_handler_that_fails_before_responding_fails_at_once() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError("boom")
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="boom"):
+            await _request(_middleware(broken, timeout=30))
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 1
