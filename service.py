@@ -42,6 +42,7 @@ from persistence.settings import get_settings as get_persistence_settings
 from persistence.writer import Column, PredictionWriter, prediction_block, record_columns
 from serving import tuning
 from serving.batching import CallStats, MicroBatcher
+from serving.metrics import WriterMetrics
 
 log = logging.getLogger("clientinsight")
 settings = get_settings()
@@ -232,10 +233,16 @@ class ClientInsight:
             from persistence.migrate import upgrade
 
             upgrade(db.database_url)
+        # One journal per API worker: a restarted worker replays what its predecessor spilled.
+        worker = bentoml.server_context.worker_index or 1
         self.writer = PredictionWriter(
             lambda: make_engine(db.database_url),
+            journal_dir=db.journal_dir / f"api-worker-{worker}",
+            fsync=db.journal_fsync,
             batch_rows=db.writer_batch_rows,
             flush_interval_s=db.writer_flush_interval_s,
+            max_queue_rows=db.writer_max_queue_rows,
+            metrics=WriterMetrics(),
         )
         self.writer.start()
         # Concurrent API requests share model-service calls (serving/batching.py says why).

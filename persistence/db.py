@@ -34,4 +34,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    # A database that does not answer must fail the write quickly (the writer journals the
+    # rows and retries), not hang the writer thread for the kernel's TCP timeout.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=2,
+        connect_args={"connect_timeout": 5},
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,18 @@ class PersistenceSettings(BaseSettings):
     writer_flush_interval_s: float = Field(
         default=0.25, gt=0, validation_alias="CLIENTINSIGHT_WRITER_FLUSH_INTERVAL_S"
     )
+    #: Rows held in memory before new ones go straight to the journal.
+    writer_max_queue_rows: int = Field(
+        default=100_000, ge=1, validation_alias="CLIENTINSIGHT_WRITER_MAX_QUEUE_ROWS"
+    )
+    #: Where rows wait while the database is unreachable: on a volume that outlives the
+    #: process (a PersistentVolume in Kubernetes), one subdirectory per API worker.
+    journal_dir: Path = Field(
+        default_factory=lambda: PROJECT_ROOT / ".data" / "journal",
+        validation_alias="CLIENTINSIGHT_JOURNAL_DIR",
+    )
+    #: fsync every journal segment (and its directory) before counting it as spilled.
+    journal_fsync: bool = Field(default=True, validation_alias="CLIENTINSIGHT_JOURNAL_FSYNC")
 
 
 @lru_cache(maxsize=1)

@@ -3,8 +3,9 @@
 The request path only appends one `PredictionBlock` (its rows, column by column) to an
 in-memory queue; a daemon thread drains it in batches of about `batch_rows` rows every
 `flush_interval_s`: COPY on PostgreSQL, multi-row INSERT (SQLAlchemy's insertmanyvalues)
-elsewhere. A failed write is retried with back-off, keeping the rows, so a short
-database outage delays rows instead of dropping them. `close()` drains the queue on shutdown.
+elsewhere. Rows the database refuses go to a journal on disk (`persistence/journal.py`) and
+are replayed, in order and without duplicates, once it answers again. `close()` writes or
+journals everything queued (SIGTERM).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, Text, Uuid, column, insert, table
 
 from persistence.encode import json_objects, plain, random_uuids
+from persistence.journal import Journal
 from persistence.tables import predictions
 
 log = logging.getLogger(__name__)
@@ -171,33 +174,82 @@ def record_columns(records: Sequence[BaseModel]) -> dict[str, list[Any]]:
 
 @dataclass
 class WriterStats:
+    """What happened to the rows handed to the writer (this process only)."""
+
+    #: Committed straight from memory.
     rows_written: int = 0
-    rows_pending: int = 0
+    #: Appended to the journal because the database refused them or the queue was full.
+    rows_spilled: int = 0
+    #: Committed from the journal.
+    rows_replayed: int = 0
+    #: Dropped because they could not be encoded (a bug; logged with the request id).
     rows_unwritable: int = 0
+    #: In memory, waiting for the writer thread.
+    queue_depth: int = 0
+    #: In the journal, waiting for the database.
+    journal_rows: int = 0
     write_failures: int = 0
+
+    @property
+    def rows_pending(self) -> int:
+        """Submitted but not yet in the database."""
+        return self.queue_depth + self.journal_rows
+
+
+class WriterMetrics(Protocol):
+    """Where the writer reports its counters (Prometheus in the service, nothing in tests)."""
+
+    def count(self, event: str, rows: int) -> None:
+        """`event` is written, spilled, replayed or unwritable."""
+
+    def depth(self, queued: int, journaled: int) -> None: ...
 
 
 class PredictionWriter:
-    """Buffered, batched writes of prediction rows off the request path."""
+    """Buffered, batched writes of prediction rows off the request path, with a journal.
+
+    Rows go from an in-memory queue to the database. When the database refuses a batch (or
+    the queue holds more than `max_queue_rows`), the batch goes to the journal on disk
+    instead, and from then on every batch does, so the journal replays in the order it was
+    written; the thread retries the journal with back-off and returns to direct writes once
+    it is empty. Replay skips rows whose id is already stored. Rows are lost only if the
+    process dies while they are in memory: at most one flush interval of rows plus the batch
+    being written (README, "Guarantees").
+    """
 
     def __init__(
         self,
         engine_factory: Callable[[], Engine],
         *,
+        journal_dir: Path,
+        fsync: bool = True,
         batch_rows: int = 1000,
         flush_interval_s: float = 0.25,
         max_backoff_s: float = 5.0,
+        max_queue_rows: int = 100_000,
+        metrics: WriterMetrics | None = None,
     ) -> None:
         self._engine_factory = engine_factory
         self._engine: Engine | None = None
+        self._journal = Journal(journal_dir, fsync=fsync)
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
         self._max_backoff_s = max_backoff_s
+        self._max_queue_rows = max_queue_rows
+        self._metrics = metrics
         self._queue: queue.SimpleQueue[PredictionBlock | None] = queue.SimpleQueue()
-        self._stats = WriterStats()
+        self._stats = WriterStats(journal_rows=self._journal.rows())
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._backoff = 0.0
+        self._next_attempt = 0.0
+        if self._stats.journal_rows:
+            log.warning(
+                "%d prediction rows wait in the journal at %s; they are written first",
+                self._stats.journal_rows,
+                journal_dir,
+            )
 
     @property
     def stats(self) -> WriterStats:
@@ -207,19 +259,30 @@ class PredictionWriter:
     def start(self) -> None:
         if self._thread is not None:
             return
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="prediction-writer", daemon=True)
         self._thread.start()
 
     def submit(self, block: PredictionBlock) -> None:
-        """Queue one request's rows for writing; never blocks on the database."""
-        if not len(block):
+        """Queue one request's rows for writing; never waits for the database.
+
+        Over `max_queue_rows` in memory, the rows go to the journal from here instead.
+        """
+        rows = len(block)
+        if not rows:
             return
         with self._lock:
-            self._stats.rows_pending += len(block)
-        self._queue.put(block)
+            overflow = self._stats.queue_depth + rows > self._max_queue_rows
+            if not overflow:
+                self._stats.queue_depth += rows
+        if overflow:
+            self._spill(self._encode([block], queued=False))
+        else:
+            self._queue.put(block)
+        self._report_depth()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every submitted row is written; False on timeout."""
+        """Wait until every submitted row is in the database; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while self._stats.rows_pending:
@@ -230,79 +293,147 @@ class PredictionWriter:
         return True
 
     def close(self, timeout: float = 30.0) -> None:
-        """Drain the queue, then stop the thread (called on service shutdown)."""
+        """Write or journal everything queued, then stop (service shutdown, SIGTERM).
+
+        Does not wait for a database that is down: what it refuses goes to the journal and is
+        replayed at the next start.
+        """
         if self._thread is None:
             return
-        drained = self.flush(timeout)
         self._stopping.set()
         self._queue.put(None)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)
         self._thread = None
-        pending = self.stats.rows_pending
-        if not drained or pending:
-            log.error("prediction writer closed with %d rows not written", pending)
+        stats = self.stats
+        if stats.queue_depth:
+            log.error("prediction writer stopped with %d rows in memory", stats.queue_depth)
+        if stats.journal_rows:
+            log.warning(
+                "%d prediction rows left in the journal at %s (written at the next start)",
+                stats.journal_rows,
+                self._journal.directory,
+            )
         if self._engine is not None:
             self._engine.dispose()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                first = self._queue.get(timeout=self._flush_interval_s)
-            except queue.Empty:
-                continue
-            if first is None:
-                break
-            batch = [first]
-            rows = len(first)
-            while rows < self._batch_rows:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._stopping.set()
-                    break
-                batch.append(more)
-                rows += len(more)
-            self._write_with_retry(batch)
+    # -- the writer thread -------------------------------------------------------------------
 
-    def _write_with_retry(self, batch: list[PredictionBlock]) -> None:
-        backoff = 0.1
-        rows: list[Any] | None = None
+    def _run(self) -> None:
+        while True:
+            batch, last = self._next_batch()
+            if batch:
+                self._store(self._encode(batch))
+            if self._stats.journal_rows and time.monotonic() >= self._next_attempt:
+                self._replay()
+            if last:
+                return
+
+    def _next_batch(self) -> tuple[list[PredictionBlock], bool]:
+        """Up to about `batch_rows` queued rows; True once the stop marker is reached."""
+        try:
+            first = self._queue.get(timeout=self._flush_interval_s)
+        except queue.Empty:
+            return [], False
+        if first is None:
+            return [], True
+        batch, rows = [first], len(first)
+        while rows < self._batch_rows:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+            rows += len(more)
+        return batch, False
+
+    def _store(self, rows: list[tuple[Any, ...]]) -> None:
+        """Straight to the database when nothing waits in the journal, else to the journal."""
+        if not rows:
+            return
+        if not self._stats.journal_rows and time.monotonic() >= self._next_attempt:
+            try:
+                self._write(rows)
+            except Exception as exc:
+                self._failed(exc, len(rows))
+            else:
+                self._succeeded()
+                self._account(queue_depth=-len(rows), rows_written=len(rows))
+                return
+        self._spill(rows, queued=True)
+
+    def _spill(self, rows: list[tuple[Any, ...]], queued: bool = False) -> None:
         while True:
             try:
-                if self._engine is None:
-                    self._engine = self._engine_factory()
-                if rows is None:
-                    rows = self._encode(batch, self._engine.dialect.name)
-                self._write(self._engine, rows)
-            except Exception:
-                with self._lock:
-                    self._stats.write_failures += 1
-                log.exception(
-                    "writing %d prediction rows failed; retrying in %.1fs",
-                    sum(len(block) for block in batch),
-                    backoff,
-                )
-                if self._stopping.is_set():
-                    return
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff_s)
-                continue
-            with self._lock:
-                self._stats.rows_written += len(rows)
-                self._stats.rows_pending -= len(rows)
-                self._lock.notify_all()
-            return
+                self._journal.append(rows)
+                break
+            except OSError:
+                log.exception("cannot append %d rows to the journal; retrying in 1 s", len(rows))
+                time.sleep(1)
+        self._account(
+            queue_depth=-len(rows) if queued else 0,
+            journal_rows=len(rows),
+            rows_spilled=len(rows),
+        )
 
-    def _encode(self, batch: list[PredictionBlock], dialect: str) -> list[Any]:
-        """The batch's rows for `dialect`, encoded once (a retry sends the same rows).
+    def _replay(self) -> None:
+        """The journal, oldest segment first, until it is empty or the database refuses."""
+        for segment in self._journal.segments():
+            rows = self._journal.read(segment)
+            try:
+                self._write(rows, idempotent=True)
+            except Exception as exc:
+                self._failed(exc, len(rows))
+                return
+            self._journal.remove(segment)
+            self._account(journal_rows=-len(rows), rows_replayed=len(rows))
+        self._succeeded()
+        log.info("journal replayed; writing straight to the database again")
+
+    def _failed(self, exc: Exception, rows: int) -> None:
+        self._backoff = min(max(self._backoff * 2, 0.1), self._max_backoff_s)
+        self._next_attempt = time.monotonic() + self._backoff
+        with self._lock:
+            self._stats.write_failures += 1
+        log.warning(
+            "writing %d prediction rows failed (%s: %s); journaling, next try in %.1f s",
+            rows,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+            self._backoff,
+        )
+        if self._engine is not None:
+            self._engine.dispose()  # reconnect from scratch next time
+
+    def _succeeded(self) -> None:
+        self._backoff = 0.0
+        self._next_attempt = 0.0
+
+    def _account(self, **changes: int) -> None:
+        with self._lock:
+            for name, delta in changes.items():
+                setattr(self._stats, name, getattr(self._stats, name) + delta)
+            self._lock.notify_all()
+        if self._metrics is not None:
+            for name, delta in changes.items():
+                if name.startswith("rows_") and delta:
+                    self._metrics.count(name.removeprefix("rows_"), delta)
+        self._report_depth()
+
+    def _report_depth(self) -> None:
+        if self._metrics is not None:
+            stats = self.stats
+            self._metrics.depth(stats.queue_depth, stats.journal_rows)
+
+    def _encode(self, batch: list[PredictionBlock], queued: bool = True) -> list[tuple[Any, ...]]:
+        """The batch's rows, encoded once (a retry or a replay sends the same rows).
 
         A block that cannot be encoded is a bug, not an outage: retrying cannot fix it, and
         it must not hold back every row behind it. It is logged with its request id, counted
         as `rows_unwritable`, and dropped.
         """
-        rows: list[Any] = []
+        rows: list[tuple[Any, ...]] = []
         for block in batch:
             try:
                 rows.extend(block.copy_rows())
@@ -312,21 +443,23 @@ class PredictionWriter:
                     len(block),
                     block.request_id,
                 )
-                with self._lock:
-                    self._stats.rows_unwritable += len(block)
-                    self._stats.rows_pending -= len(block)
-                    self._lock.notify_all()
+                self._account(queue_depth=-len(block) if queued else 0, rows_unwritable=len(block))
         return rows
 
-    def _write(self, engine: Engine, rows: list[Any]) -> None:
-        # One transaction for the whole batch, so a retry never writes a row twice.
-        with engine.begin() as connection:
+    def _write(self, rows: list[tuple[Any, ...]], idempotent: bool = False) -> None:
+        """One transaction for all `rows`; with `idempotent`, ids already stored are skipped."""
+        if self._engine is None:
+            self._engine = self._engine_factory()
+        with self._engine.begin() as connection:
             if connection.dialect.name == "postgresql":
-                _copy(connection, rows)
+                _copy(connection, rows, idempotent)
             else:
                 dicts = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+                statement = insert(_AS_TEXT)
+                if idempotent:
+                    statement = statement.prefix_with("OR IGNORE", dialect="sqlite")
                 for start in range(0, len(dicts), self._batch_rows):
-                    connection.execute(insert(_AS_TEXT), dicts[start : start + self._batch_rows])
+                    connection.execute(statement, dicts[start : start + self._batch_rows])
 
 
 #: `predictions` as the writer sends it: documents already JSON text, ids as text. Writing the
@@ -347,10 +480,24 @@ _AS_TEXT = table(
 )
 
 
-def _copy(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """PostgreSQL's bulk path: COPY, with the JSON documents sent as text."""
+def _copy(connection: Connection, rows: list[tuple[Any, ...]], idempotent: bool) -> None:
+    """PostgreSQL's bulk path: COPY, with the JSON documents sent as text. COPY cannot skip
+    conflicts, so an idempotent write copies into a temporary table first."""
     driver: Any = connection.connection.driver_connection
-    statement = f"COPY {predictions.name} ({', '.join(COLUMNS)}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+    columns = ", ".join(COLUMNS)
+    target = predictions.name
+    with driver.cursor() as cursor:
+        if idempotent:
+            target = "replayed_predictions"
+            cursor.execute(
+                f"CREATE TEMP TABLE {target} (LIKE {predictions.name} INCLUDING DEFAULTS) "
+                "ON COMMIT DROP"
+            )
+        with cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        if idempotent:
+            cursor.execute(
+                f"INSERT INTO {predictions.name} ({columns}) SELECT {columns} FROM {target} "
+                "ON CONFLICT (id) DO NOTHING"
+            )

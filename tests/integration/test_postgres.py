@@ -41,9 +41,11 @@ def test_migrations_upgrade_and_downgrade(postgres_url: str) -> None:
     engine.dispose()
 
 
-def test_writer_bulk_inserts_jsonb_rows(postgres_url: str) -> None:
+def test_writer_bulk_inserts_jsonb_rows(postgres_url: str, tmp_path: Path) -> None:
     migrate.upgrade(postgres_url)
-    writer = PredictionWriter(lambda: make_engine(postgres_url), batch_rows=100)
+    writer = PredictionWriter(
+        lambda: make_engine(postgres_url), journal_dir=tmp_path / "journal", batch_rows=100
+    )
     writer.start()
     for i in range(5):
         writer.submit(_rows(250, request_id=f"req-{i}"))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from models import churn
 from persistence import migrate
 from persistence.db import make_engine
+from persistence.journal import Journal
 from persistence.tables import predictions
 from persistence.writer import (
     COLUMNS,
@@ -56,44 +59,164 @@ def _database(tmp_path: Path) -> str:
     return url
 
 
+def _writer(
+    tmp_path: Path, engine_factory: Callable[[], Engine], **options: Any
+) -> PredictionWriter:
+    options.setdefault("flush_interval_s", 0.01)
+    options.setdefault("max_backoff_s", 0.05)
+    return PredictionWriter(engine_factory, journal_dir=tmp_path / "journal", **options)
+
+
+class Switchable:
+    """An engine factory whose database can be taken down and brought back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.down = False
+
+    def __call__(self) -> Engine:
+        if self.down:
+            raise ConnectionError("database is down")
+        engine = make_engine(self.url)
+        outer = self
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _refuse(*_: Any) -> None:
+            if outer.down:
+                raise ConnectionError("database went away")
+
+        return engine
+
+
+def _ids(url: str) -> list[str]:
+    with make_engine(url).connect() as conn:
+        return [str(i) for i in conn.execute(select(predictions.c.id)).scalars()]
+
+
 def test_rows_are_written_in_bulk(tmp_path: Path) -> None:
     url = _database(tmp_path)
-    writer = PredictionWriter(lambda: make_engine(url), batch_rows=50, flush_interval_s=0.05)
+    writer = _writer(tmp_path, lambda: make_engine(url), batch_rows=50)
     writer.start()
     for i in range(10):
         writer.submit(_rows(30, request_id=f"r{i}"))
     assert writer.flush(10)
     writer.close()
     assert _count(make_engine(url)) == 300
-    assert writer.stats.rows_written == 300 and writer.stats.rows_pending == 0
+    stats = writer.stats
+    assert stats.rows_written == 300 and stats.rows_pending == 0 and stats.rows_spilled == 0
 
 
-def test_a_failing_database_delays_rows_but_loses_none(tmp_path: Path) -> None:
+def test_an_outage_journals_rows_and_replays_each_exactly_once(tmp_path: Path) -> None:
     url = _database(tmp_path)
-    attempts = {"n": 0}
-
-    def flaky_engine() -> Engine:
-        attempts["n"] += 1
-        if attempts["n"] <= 2:
-            raise ConnectionError("database is down")
-        return make_engine(url)
-
-    writer = PredictionWriter(flaky_engine, flush_interval_s=0.01, max_backoff_s=0.05)
+    database = Switchable(url)
+    writer = _writer(tmp_path, database)
     writer.start()
-    writer.submit(_rows(25))
+    writer.submit(_rows(5, request_id="before"))
+    assert writer.flush(10)
+    database.down = True
+    blocks = [_rows(10, request_id=f"during-{i}") for i in range(4)]
+    for block in blocks:
+        writer.submit(block)
+    deadline = time.monotonic() + 10
+    while writer.stats.journal_rows < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.stats.journal_rows == 40 and writer.stats.rows_spilled == 40
+    assert not writer.flush(0.2)  # nothing reaches a database that is down
+    database.down = False
+    writer.submit(_rows(3, request_id="after"))
     assert writer.flush(10)
     writer.close()
-    assert writer.stats.write_failures == 2
-    assert _count(make_engine(url)) == 25
+    stats = writer.stats
+    assert stats.rows_replayed >= 40 and stats.journal_rows == 0 and stats.write_failures >= 1
+    ids = _ids(url)
+    assert len(ids) == len(set(ids)) == 5 + 40 + 3
+    assert set(ids) >= {row_id for block in blocks for row_id in block.ids}
+    assert not list((tmp_path / "journal").iterdir())
+
+
+def test_replaying_rows_already_stored_writes_nothing_twice(tmp_path: Path) -> None:
+    """A commit whose acknowledgement was lost gets journaled too; replay must skip it."""
+    url = _database(tmp_path)
+    block = _rows(6, request_id="twice")
+    writer = _writer(tmp_path, lambda: make_engine(url))
+    writer.start()
+    writer.submit(block)
+    assert writer.flush(10)
+    writer.close()
+    Journal(tmp_path / "journal").append(block.copy_rows())
+    again = _writer(tmp_path, lambda: make_engine(url))
+    assert again.stats.journal_rows == 6
+    again.start()
+    assert again.flush(10)
+    again.close()
+    assert sorted(_ids(url)) == sorted(block.ids)
+
+
+def test_close_with_the_database_down_journals_for_the_next_start(tmp_path: Path) -> None:
+    url = _database(tmp_path)
+    database = Switchable(url)
+    database.down = True
+    writer = _writer(tmp_path, database, flush_interval_s=5)
+    writer.start()
+    writer.submit(_rows(7, request_id="at-shutdown"))
+    writer.close(timeout=10)
+    assert writer.stats.journal_rows == 7 and _count(make_engine(url)) == 0
+    database.down = False
+    restarted = _writer(tmp_path, database)
+    restarted.start()
+    assert restarted.flush(10)
+    restarted.close()
+    assert _count(make_engine(url)) == 7 and restarted.stats.rows_replayed == 7
 
 
 def test_close_drains_what_was_queued(tmp_path: Path) -> None:
     url = _database(tmp_path)
-    writer = PredictionWriter(lambda: make_engine(url), flush_interval_s=5)
+    writer = _writer(tmp_path, lambda: make_engine(url), flush_interval_s=5)
     writer.start()
     writer.submit(_rows(7))
     writer.close()
     assert _count(make_engine(url)) == 7
+
+
+def test_a_full_queue_spills_to_the_journal_and_loses_nothing(tmp_path: Path) -> None:
+    url = _database(tmp_path)
+    writer = _writer(tmp_path, lambda: make_engine(url), max_queue_rows=10)
+    for i in range(5):  # the thread is not running yet: everything past 10 rows overflows
+        writer.submit(_rows(4, request_id=f"r{i}"))
+    assert writer.stats.queue_depth == 8 and writer.stats.rows_spilled == 12
+    writer.start()
+    assert writer.flush(10)
+    writer.close()
+    assert _count(make_engine(url)) == 20
+
+
+def test_counters_reach_the_metrics_hook(tmp_path: Path) -> None:
+    url = _database(tmp_path)
+    database = Switchable(url)
+    seen: dict[str, int] = {}
+    depths: list[tuple[int, int]] = []
+
+    class Recorder:
+        def count(self, name: str, rows: int) -> None:
+            seen[name] = seen.get(name, 0) + rows
+
+        def depth(self, queued: int, journaled: int) -> None:
+            depths.append((queued, journaled))
+
+    writer = _writer(tmp_path, database, metrics=Recorder())
+    writer.start()
+    writer.submit(_rows(2))
+    assert writer.flush(10)
+    database.down = True
+    writer.submit(_rows(3))
+    deadline = time.monotonic() + 10
+    while writer.stats.journal_rows < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    database.down = False
+    assert writer.flush(10)
+    writer.close()
+    assert seen == {"written": 2, "spilled": 3, "replayed": 3}
+    assert depths[-1] == (0, 0) and (0, 3) in depths
 
 
 def _block_for_one_customer() -> PredictionBlock:
@@ -121,7 +244,7 @@ def _block_for_one_customer() -> PredictionBlock:
 def _written(tmp_path: Path, block: PredictionBlock) -> list[dict[str, Any]]:
     """The block written through the writer to SQLite and read back through SQLAlchemy."""
     url = _database(tmp_path)
-    writer = PredictionWriter(lambda: make_engine(url), flush_interval_s=0.01)
+    writer = _writer(tmp_path, lambda: make_engine(url))
     writer.start()
     writer.submit(block)
     writer.close()
@@ -188,7 +311,7 @@ def test_rows_must_pair_up() -> None:
 
 def test_a_block_that_cannot_be_encoded_does_not_hold_back_the_others(tmp_path: Path) -> None:
     url = _database(tmp_path)
-    writer = PredictionWriter(lambda: make_engine(url), flush_interval_s=0.01)
+    writer = _writer(tmp_path, lambda: make_engine(url))
     broken = dataclasses.replace(_rows(3, request_id="broken"), inputs={"i": [object()] * 3})
     writer.start()
     writer.submit(_rows(5, request_id="before"))
