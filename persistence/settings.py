@@ -39,6 +39,8 @@ class PersistenceSettings(BaseSettings):
         default_factory=lambda: PROJECT_ROOT / ".data" / "journal",
         validation_alias="CLIENTINSIGHT_JOURNAL_DIR",
     )
+    #: `python -m persistence prune` deletes predictions older than this by default.
+    retention_days: int = Field(default=730, ge=1, validation_alias="CLIENTINSIGHT_RETENTION_DAYS")
     #: fsync every journal segment (and its directory) before counting it as spilled.
     journal_fsync: bool = Field(default=True, validation_alias="CLIENTINSIGHT_JOURNAL_FSYNC")
 

@@ -50,7 +50,8 @@ class Prediction(Base):
 
     __table_args__ = (
         Index("ix_predictions_model_created", "model_name", "created_at"),
-        Index("ix_predictions_entity", "entity_id"),
+        Index("ix_predictions_entity_created", "entity_id", "created_at"),
+        Index("ix_predictions_created", "created_at"),
     )
 
 

@@ -279,7 +279,6 @@ class PredictionWriter:
             self._spill(self._encode([block], queued=False))
         else:
             self._queue.put(block)
-        self._report_depth()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every submitted row is in the database; False on timeout."""
@@ -320,6 +319,7 @@ class PredictionWriter:
 
     def _run(self) -> None:
         while True:
+            self._report_depth()  # at least every flush interval, never on the request path
             batch, last = self._next_batch()
             if batch:
                 self._store(self._encode(batch))

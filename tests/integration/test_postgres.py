@@ -32,8 +32,12 @@ def test_migrations_upgrade_and_downgrade(postgres_url: str) -> None:
     assert {i["name"] for i in inspect(engine).get_indexes("predictions")} >= {
         "ix_predictions_request_id",
         "ix_predictions_model_created",
-        "ix_predictions_entity",
+        "ix_predictions_entity_created",
+        "ix_predictions_created",
     }
+    migrate.downgrade(postgres_url, "0002")
+    indexes = {i["name"] for i in inspect(engine).get_indexes("predictions")}
+    assert "ix_predictions_entity" in indexes and "ix_predictions_created" not in indexes
     migrate.downgrade(postgres_url, "base")
     assert "predictions" not in inspect(engine).get_table_names()
     migrate.upgrade(postgres_url)

@@ -1,0 +1,46 @@
+"""Retention deletes what is past the cut-off, in batches, and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from persistence import retention
+from persistence.__main__ import main
+from persistence.db import make_engine
+from persistence.writer import PredictionWriter
+from tests.unit.persistence.test_writer import _count, _database, _rows
+
+
+def test_prune_deletes_only_rows_past_the_cut_off_in_batches(tmp_path: Path) -> None:
+    url = _database(tmp_path)
+    now = datetime.now(UTC)
+    writer = PredictionWriter(lambda: make_engine(url), journal_dir=tmp_path / "journal")
+    writer.start()
+    for age_days, rows in ((800, 25), (731, 5), (10, 7), (0, 3)):
+        block = _rows(rows, request_id=f"age-{age_days}")
+        writer.submit(dataclasses.replace(block, created_at=now - timedelta(days=age_days)))
+    assert writer.flush(10)
+    writer.close()
+    engine = make_engine(url)
+    assert retention.prune(engine, timedelta(days=730), batch_rows=7) == 30
+    assert _count(engine) == 10
+    assert retention.prune(engine, timedelta(days=730)) == 0
+
+
+def test_prune_command_reads_the_database_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _database(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", url)
+    from persistence.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert main(["prune", "--older-than-days", "1"]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert "deleted 0 predictions older than 1 days" in capsys.readouterr().out
