@@ -40,9 +40,11 @@ from models.settings import get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
 from persistence.writer import Column, PredictionWriter, prediction_block, record_columns
-from serving import tuning
+from serving import openapi, tuning
+from serving.access import AccessGuard, AccessPolicy
 from serving.batching import CallStats, MicroBatcher
 from serving.metrics import WriterMetrics
+from serving.settings import get_settings as get_access_settings
 
 log = logging.getLogger("clientinsight")
 settings = get_settings()
@@ -55,6 +57,10 @@ _LONG_LIVED_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 1e9}
 #: Per-request observability: spans only when asked for; the internal hop is not access-logged.
 _TRACING = {} if settings.tracing else tuning.untraced()
 _INTERNAL = {"tracing": _TRACING, "logging": {"access": {"enabled": False}}}
+#: Who may call the public API. Checked here, from the environment only, so that production
+#: without keys stops `bentoml serve` itself with the reason instead of a worker that keeps
+#: failing to start.
+ACCESS = AccessPolicy(get_access_settings())
 
 
 @bentoml.service(
@@ -228,6 +234,11 @@ class ClientInsight:
     credit_models = bentoml.depends(CreditModels)
 
     def __init__(self) -> None:
+        if ACCESS.open:
+            log.warning(
+                "authentication is OFF (CLIENTINSIGHT_ENV=demo, no API keys): every route is "
+                "open to anyone who can reach this port"
+            )
         db = get_persistence_settings()
         if db.auto_migrate:
             from persistence.migrate import upgrade
@@ -442,5 +453,7 @@ class ClientInsight:
         return JSONResponse({"models": [m for answer in answers for m in answer]})
 
 
+ClientInsight.add_asgi_middleware(AccessGuard, policy=ACCESS)  # type: ignore[attr-defined]
 tuning.fix_output_media_types(ChurnModel, CreditModels, ClientInsight)
 tuning.release_request_timers()
+openapi.install()

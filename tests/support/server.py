@@ -35,8 +35,13 @@ def _bentoml() -> str:
 
 
 @contextmanager
-def serve(env: dict[str, str], log_path: Path, timeout: float = 90) -> Iterator[Server]:
-    """Start the service with `env` added; wait until the model answers; SIGTERM on exit."""
+def serve(
+    env: dict[str, str], log_path: Path, timeout: float = 90, admin_key: str | None = None
+) -> Iterator[Server]:
+    """Start the service with `env` added; wait until the model answers; SIGTERM on exit.
+
+    `admin_key`: for a service that requires keys (readiness is read from `/models`).
+    """
     port = free_port()
     full_env = {
         **os.environ,
@@ -62,7 +67,9 @@ def serve(env: dict[str, str], log_path: Path, timeout: float = 90) -> Iterator[
                 raise RuntimeError(f"bentoml serve exited early:\n{server.log()[-5000:]}")
             try:
                 ready = httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200
-                models = httpx.get(f"{server.url}/models", timeout=5).json()["models"]
+                headers = {"X-API-Key": admin_key} if admin_key else {}
+                models = httpx.get(f"{server.url}/models", headers=headers, timeout=5).json()
+                models = models["models"]
                 if ready and all("version" in m for m in models):
                     break
             except (httpx.HTTPError, ValueError, KeyError):

@@ -1,0 +1,115 @@
+"""API keys, admin routes, rate limits and the body limit on a real service, and production
+mode refusing to start open."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.settings import ModelSettings
+from serving.access import hash_key
+from serving.keys import new_key
+from tests.support.models import mlflow_env
+from tests.support.postgres import free_port
+from tests.support.server import ROOT, Server, _bentoml, serve, stop
+from tests.unit.models.test_churn import SNAKE
+
+pytestmark = [pytest.mark.integration]
+
+USER, ADMIN = new_key(), new_key()
+
+
+@pytest.fixture(scope="module")
+def guarded(
+    mlflow_store: ModelSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("serve-guarded")
+    env = {
+        **mlflow_env(mlflow_store),
+        "DATABASE_URL": f"sqlite:///{root / 'predictions.db'}",
+        "CLIENTINSIGHT_ENV": "production",
+        "CLIENTINSIGHT_API_KEYS": f"crm:{hash_key(USER)}:2",
+        "CLIENTINSIGHT_ADMIN_KEYS": f"ops:{hash_key(ADMIN)}",
+        "CLIENTINSIGHT_RATE_LIMIT_BURST": "5",
+        "CLIENTINSIGHT_MAX_BODY_BYTES": str(64 * 1024),
+    }
+    # The readiness check reads /models, which now needs the admin key.
+    with serve(env, root / "server.log", admin_key=ADMIN) as server:
+        yield server
+
+
+def _predict(server: Server, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/churn/predict", json={"customers": [SNAKE]}, headers=headers, timeout=30
+    )
+
+
+def test_keys_guard_predictions_and_admin_routes(guarded: Server) -> None:
+    missing = _predict(guarded)
+    assert missing.status_code == 401 and "X-API-Key" in missing.json()["error"]
+    assert _predict(guarded, **{"X-API-Key": "ci_wrong"}).status_code == 401
+    assert _predict(guarded, Authorization=f"Bearer {ADMIN}").status_code == 200
+    models = httpx.get(f"{guarded.url}/models", headers={"X-API-Key": USER}, timeout=30)
+    assert models.status_code == 403 and "'crm'" in models.json()["error"]
+    assert httpx.get(f"{guarded.url}/models", headers={"X-API-Key": ADMIN}).status_code == 200
+    for open_path in ("/livez", "/readyz", "/metrics", "/docs.json"):
+        assert httpx.get(f"{guarded.url}{open_path}").status_code == 200, open_path
+    log = guarded.log()
+    assert USER not in log and ADMIN not in log
+    assert "authentication is OFF" not in log
+
+
+def test_a_key_over_its_rate_gets_429_then_recovers(guarded: Server) -> None:
+    time.sleep(3)  # a full bucket
+    statuses = [_predict(guarded, **{"X-API-Key": USER}).status_code for _ in range(12)]
+    assert statuses[:5] == [200] * 5 and 429 in statuses
+    limited = _predict(guarded, **{"X-API-Key": USER})
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1 and "'crm'" in limited.json()["error"]
+    time.sleep(int(limited.headers["retry-after"]) + 0.5)
+    assert _predict(guarded, **{"X-API-Key": USER}).status_code == 200
+
+
+def test_a_body_over_the_limit_is_413_naming_the_limit(guarded: Server) -> None:
+    response = httpx.post(
+        f"{guarded.url}/churn/predict_file",
+        files={"file": ("big.csv", b"a,b\n" + b"1,2\n" * 40_000)},
+        headers={"X-API-Key": ADMIN},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert "over the limit of 65536 bytes" in response.json()["error"]
+
+
+def test_production_without_keys_refuses_to_start(
+    mlflow_store: ModelSettings, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "server.log"
+    env = {
+        **mlflow_env(mlflow_store),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+        "CLIENTINSIGHT_ENV": "production",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [_bentoml(), "serve", "service:ClientInsight", "--port", str(free_port())],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the service kept running without keys in production mode")
+    finally:
+        stop(process)
+    assert process.returncode != 0
+    assert "refusing to serve an open API" in log_path.read_text(errors="replace")
