@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -94,10 +95,48 @@ def read_table(data: bytes) -> tuple[pd.DataFrame, TableFormat]:
     return frame, fmt
 
 
+#: A CSV cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection")...
+_FORMULA_START = tuple("=+-@\t\r")
+#: ...unless it is just a signed number, which stays as it is.
+_SIGNED_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _formula(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value.startswith(_FORMULA_START)
+        and _SIGNED_NUMBER.fullmatch(value) is None
+    )
+
+
+def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (`=HYPERLINK(...)`, `@SUM(...)`, `+cmd`)
+    get a leading `'`, which spreadsheets show as text; signed numbers are left alone. Applied
+    to every CSV this service writes, since the text columns come from whoever made the file.
+    Checked once per distinct value (a column repeats itself)."""
+    out = frame
+    for column in frame.columns:
+        if not pd.api.types.is_string_dtype(frame[column].dtype):  # object or str columns
+            continue
+        codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
+        risky_values = np.fromiter((_formula(v) for v in uniques), dtype=bool, count=len(uniques))
+        if not risky_values.any():
+            continue
+        defused = np.array(
+            ["'" + v if risky else v for v, risky in zip(uniques, risky_values, strict=True)],
+            dtype=object,
+        )
+        if out is frame:
+            out = frame.copy()
+        out[column] = defused[codes]
+    return out
+
+
 def write_table(frame: pd.DataFrame, fmt: TableFormat) -> bytes:
-    """Serialise a frame back into the upload's format."""
+    """Serialise a frame back into the upload's format (CSV with formulas defused)."""
     sink = io.BytesIO()
     if fmt == "csv":
+        frame = defuse_formulas(frame)
         try:
             # Arrow's writer is ~10x pandas'; it quotes every text cell and writes true/false.
             pa_csv.write_csv(

@@ -157,3 +157,27 @@ def test_csv_out_keeps_text_cells_byte_for_byte() -> None:
     )
     assert back["id"].tolist() == frame["id"].tolist()
     assert back["flag"].str.lower().tolist() == ["true", "false", "true", "false"]
+
+
+def test_csv_out_defuses_spreadsheet_formulas_but_not_numbers() -> None:
+    frame = pd.DataFrame(
+        {
+            "note": ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(A1)", "-2+3", "ok"],
+            "amount": ["-12.5", "+3", "-1e5", "-.5", "7"],
+            "flag": [True, False, True, False, True],
+        }
+    )
+    back = pd.read_csv(
+        io.BytesIO(tabular.write_table(frame, "csv")), dtype=str, keep_default_na=False
+    )
+    assert back["note"].tolist() == [
+        '\'=HYPERLINK("http://x","y")',
+        "'+cmd|' /C calc'!A0",
+        "'@SUM(A1)",
+        "'-2+3",
+        "ok",
+    ]
+    assert back["amount"].tolist() == frame["amount"].tolist()
+    # Typed formats carry types, not formulas: untouched.
+    parquet, _ = tabular.read_table(tabular.write_table(frame, "parquet"))
+    assert parquet["note"].tolist() == frame["note"].tolist()
