@@ -181,3 +181,12 @@ def test_csv_out_defuses_spreadsheet_formulas_but_not_numbers() -> None:
     # Typed formats carry types, not formulas: untouched.
     parquet, _ = tabular.read_table(tabular.write_table(frame, "parquet"))
     assert parquet["note"].tolist() == frame["note"].tolist()
+
+
+def test_csv_out_keeps_every_digit_of_a_float() -> None:
+    frame = pd.DataFrame(
+        {"p": [0.7250247023501228, 0.1 + 0.2, float("nan"), 1e-17], "k": list("abcd")}
+    )
+    back = pd.read_csv(io.BytesIO(tabular.write_table(frame, "csv")))
+    assert back["p"].tolist()[:2] == [0.7250247023501228, 0.30000000000000004]
+    assert pd.isna(back["p"][2]) and back["p"][3] == 1e-17
