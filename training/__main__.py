@@ -2,6 +2,9 @@
 
 python -m training churn [--data PATH.csv] [--sample N]   train, log, register (first -> @champion)
 python -m training ensure                                  train only models with no champion yet
+python -m training list                                    versions, aliases, key metrics
+python -m training promote MODEL --version N [--alias A] [--force]
+                                                           move @champion (gated) or another alias
 """
 
 from __future__ import annotations
@@ -100,6 +103,46 @@ def _ensure() -> int:
     return 0
 
 
+def _list() -> int:
+    from training.promotion import versions_table
+
+    table = Table(title="registered models")
+    for column in ("model", "version", "aliases", "created (UTC)", "key metrics"):
+        table.add_column(column)
+    for row in versions_table():
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items())
+        table.add_row(
+            row["name"],
+            row["version"],
+            " ".join(f"@{a}" for a in row["aliases"]),
+            f"{row['created']:%Y-%m-%d %H:%M}",
+            metrics,
+        )
+    Console().print(table)
+    return 0
+
+
+def _promote(name: str, version: str, alias: str | None, force: bool) -> int:
+    from training.promotion import PromotionRefused, promote
+
+    try:
+        done = promote(name, version, alias=alias, force=force)
+    except PromotionRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
+    figures = ""
+    if done.delta is not None:
+        figures = (
+            f": {done.metric} {done.candidate_score:.4f} vs {done.previous_score:.4f} "
+            f"(delta {done.delta:+.4f})"
+        )
+    forced = " (forced)" if done.forced and (done.delta or 0) < 0 else ""
+    print(
+        f"{name}@{done.alias} -> version {version}{forced}, was {done.previous or 'unset'}{figures}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(
@@ -118,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     credit.add_argument("--data", type=Path, help="AER CreditCard CSV in its original schema")
     credit.add_argument("--seed", type=int, default=42)
     commands.add_parser("ensure", help="train each served model that has no champion yet")
+    commands.add_parser("list", help="every version of the served models, aliases and metrics")
+    promote = commands.add_parser(
+        "promote", help="point @champion at a version if it is at least as good (or --alias)"
+    )
+    promote.add_argument("model", choices=list(SERVED_MODELS))
+    promote.add_argument("--version", required=True)
+    promote.add_argument("--alias", help="default: the serving alias (champion), which is gated")
+    promote.add_argument("--force", action="store_true", help="promote even if worse (recorded)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING)
@@ -128,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             return _train_churn(args.data, args.sample, args.seed)
         if args.command == "credit":
             return _train_credit(args.data, args.seed)
+        if args.command == "list":
+            return _list()
+        if args.command == "promote":
+            return _promote(args.model, args.version, args.alias, args.force)
         return _ensure()
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,176 @@
+"""Gated promotion: `@champion` moves only to a version at least as good on the same data.
+
+Both versions are scored on the candidate run's stored evaluation set
+(`evaluation/holdout.parquet`, rows the candidate never trained on, with the target): ROC AUC
+for the probability models, silhouette of the assigned segments (in each version's own scaled
+space) for the segment model. A refused promotion changes nothing and reports both figures;
+`force` overrides it. Every promotion is recorded as version tags: who, when, the previous
+holder of the alias, both figures and the delta. Rollback is promoting the previous version.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from models import churn, credit
+from models.registry import configure_mlflow
+from models.settings import ModelSettings, get_settings
+
+#: Which metric gates each model, and the target column stored in its evaluation set.
+GATES: dict[str, tuple[str, str | None]] = {
+    churn.MODEL_NAME: ("holdout ROC AUC", churn.TARGET),
+    credit.APPROVAL_MODEL: ("holdout ROC AUC", credit.TARGET),
+    credit.SEGMENT_MODEL: ("holdout silhouette", None),
+}
+
+
+class PromotionRefused(Exception):
+    """The candidate scored below the current holder of the alias."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    alias: str
+    version: str
+    previous: str | None
+    metric: str
+    candidate_score: float | None
+    previous_score: float | None
+    forced: bool
+
+    @property
+    def delta(self) -> float | None:
+        if self.candidate_score is None or self.previous_score is None:
+            return None
+        return self.candidate_score - self.previous_score
+
+
+def _score(name: str, model: Any, frame: Any) -> float:
+    from sklearn.metrics import roc_auc_score, silhouette_score
+
+    target = GATES[name][1]
+    features = frame[list(model.feature_names_in_)]
+    if target is not None:
+        return float(roc_auc_score(frame[target].astype(int), model.predict_proba(features)[:, 1]))
+    labels = model.predict(features)
+    if len(np.unique(labels)) < 2:
+        return -1.0  # one segment for everyone: the worst a segmentation can be
+    return float(silhouette_score(model[:-1].transform(features), labels))
+
+
+def evaluate(name: str, versions: list[str], settings: ModelSettings) -> dict[str, float]:
+    """Each version's gate metric on the first version's stored evaluation set."""
+    import mlflow.artifacts
+    import mlflow.sklearn
+    import pandas as pd
+
+    client = configure_mlflow(settings)
+    candidate = client.get_model_version(name, versions[0])
+    local = mlflow.artifacts.download_artifacts(
+        run_id=candidate.run_id, artifact_path="evaluation/holdout.parquet"
+    )
+    frame = pd.read_parquet(local)
+    return {
+        v: _score(name, mlflow.sklearn.load_model(f"models:/{name}/{v}"), frame) for v in versions
+    }
+
+
+def promote(
+    name: str,
+    version: str,
+    alias: str | None = None,
+    force: bool = False,
+    settings: ModelSettings | None = None,
+) -> Promotion:
+    """Point `alias` (default: the serving alias) at `version`, through the gate for the
+    serving alias; raises PromotionRefused, changing nothing, when the candidate is worse."""
+    from mlflow.exceptions import MlflowException
+
+    if name not in GATES:
+        raise ValueError(f"unknown model {name!r}; served models: {', '.join(GATES)}")
+    settings = settings or get_settings()
+    alias = alias or settings.serving_alias
+    client = configure_mlflow(settings)
+    client.get_model_version(name, version)  # a clear MLflow error if it does not exist
+    try:
+        previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        previous = None
+    metric = GATES[name][0]
+    scores: dict[str, float] = {}
+    if previous is not None and previous != version:
+        scores = evaluate(name, [version, previous], settings)
+    promotion = Promotion(
+        name=name,
+        alias=alias,
+        version=version,
+        previous=previous,
+        metric=metric,
+        candidate_score=scores.get(version),
+        previous_score=scores.get(previous) if previous else None,
+        forced=force,
+    )
+    gated = alias == settings.serving_alias
+    worse = promotion.delta is not None and promotion.delta < 0
+    if gated and worse and not force:
+        raise PromotionRefused(
+            f"{name} version {version} scores {promotion.candidate_score:.4f} {metric}, below "
+            f"@{alias} (version {previous}) at {promotion.previous_score:.4f}: not promoted "
+            "(--force overrides, and is recorded)"
+        )
+    client.set_registered_model_alias(name, alias, version)
+    tags = {
+        f"{alias}.promoted_by": getpass.getuser(),
+        f"{alias}.promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        f"{alias}.previous_version": previous or "",
+        f"{alias}.forced": str(force and worse).lower(),
+    }
+    if promotion.delta is not None:
+        tags[f"{alias}.gate"] = (
+            f"{metric} {promotion.candidate_score:.4f} vs {promotion.previous_score:.4f} "
+            f"(delta {promotion.delta:+.4f})"
+        )
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return promotion
+
+
+def versions_table(settings: ModelSettings | None = None) -> list[dict[str, Any]]:
+    """Every version of every served model: aliases, creation time and key metrics."""
+    from mlflow.exceptions import MlflowException
+
+    from models.registry import KEY_METRICS
+
+    settings = settings or get_settings()
+    client = configure_mlflow(settings)
+    rows = []
+    for name in GATES:
+        # search_model_versions leaves `aliases` empty; the registered model has them all.
+        try:
+            registered = client.get_registered_model(name)
+        except MlflowException:
+            continue  # not trained yet
+        aliases: dict[str, list[str]] = {}
+        for alias, version in registered.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        for found in client.search_model_versions(f"name = '{name}'"):
+            run = client.get_run(str(found.run_id))
+            metrics = {k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics}
+            if "silhouette" in run.data.metrics:
+                metrics["silhouette"] = run.data.metrics["silhouette"]
+            rows.append(
+                {
+                    "name": name,
+                    "version": str(found.version),
+                    "aliases": sorted(aliases.get(str(found.version), [])),
+                    "created": datetime.fromtimestamp(found.creation_timestamp / 1000, UTC),
+                    "metrics": metrics,
+                }
+            )
+    return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))
