@@ -75,6 +75,10 @@ def configure_mlflow(settings: ModelSettings | None = None) -> MlflowClient:
 
     settings = settings or get_settings()
     uri = settings.mlflow_tracking_uri
+    for plain in ("postgresql://", "postgres://"):
+        if uri.startswith(plain):
+            # MLflow's default PostgreSQL driver is psycopg2; the project ships psycopg 3.
+            uri = "postgresql+psycopg://" + uri.removeprefix(plain)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
