@@ -132,24 +132,11 @@ def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _exact_floats(frame: pd.DataFrame) -> pd.DataFrame:
-    """Float columns as Python's shortest round-trip text (Arrow's CSV writer keeps only 15
-    significant digits, so a file's probability would differ from the API's and the database's
-    in the last digits); missing values stay empty."""
-    floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c].dtype)]
-    if not floats:
-        return frame
-    out = frame.copy()
-    for column in floats:
-        out[column] = [repr(v) if v == v else None for v in frame[column].tolist()]
-    return out
-
-
 def write_table(frame: pd.DataFrame, fmt: TableFormat) -> bytes:
     """Serialise a frame back into the upload's format (CSV with formulas defused)."""
     sink = io.BytesIO()
     if fmt == "csv":
-        frame = _exact_floats(defuse_formulas(frame))
+        frame = defuse_formulas(frame)
         try:
             # Arrow's writer is ~10x pandas'; it quotes every text cell and writes true/false.
             pa_csv.write_csv(
