@@ -16,7 +16,7 @@ from sklearn.dummy import DummyClassifier
 from models import churn
 from models.registry import configure_mlflow, ensure_experiment
 from models.settings import ModelSettings
-from tests.support.models import mlflow_settings, train_tiny_churn
+from tests.support.models import mlflow_settings, train_tiny_churn, train_tiny_credit
 from training import promotion
 from training.__main__ import main
 from training.churn import SKOPS_TRUSTED_TYPES
@@ -111,3 +111,13 @@ def test_cli_lists_and_refuses_with_exit_code(
         assert "refused" in capsys.readouterr().err
     finally:
         get_settings.cache_clear()
+
+
+def test_the_segment_model_is_gated_on_silhouette(tmp_path: Path) -> None:
+    settings = mlflow_settings(tmp_path)
+    assert train_tiny_credit(settings).segment.version == "1"
+    assert train_tiny_credit(settings).segment.version == "2"  # same data and seed
+    done = promotion.promote("credit-segment", "2", settings=settings)
+    assert done.metric == "holdout silhouette" and done.previous == "1"
+    assert done.candidate_score is not None and 0 < done.candidate_score <= 1
+    assert done.delta == 0
