@@ -152,11 +152,9 @@ for _name, _field in Customer.model_fields.items():
 
 
 def risk_band(probability: float) -> Literal["low", "medium", "high"]:
-    """Map a churn probability to its documented band."""
-    for upper, band in RISK_BANDS:
-        if probability < upper:
-            return band
-    return "high"  # unreachable: the last cut-off is +inf
+    """Map a churn probability to its documented band (`risk_bands` for one value)."""
+    band: Literal["low", "medium", "high"] = risk_bands(np.array([probability]))[0]
+    return band
 
 
 def risk_bands(probabilities: np.ndarray) -> np.ndarray:
@@ -185,18 +183,25 @@ def feature_frame(values: Mapping[str, np.ndarray]) -> pd.DataFrame:
     )
 
 
-def outcome_frame(probabilities: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
+def outcome_columns(
+    probabilities: np.ndarray, threshold: float, version: str
+) -> dict[str, np.ndarray]:
     """The decision rule and the risk bands over a column of probabilities: the answer's
-    columns except the echoed id, in `OUTPUT_COLUMNS` order."""
+    columns except the echoed id, in `OUTPUT_COLUMNS` order (NumPy only: the single-record
+    path uses it too)."""
     probabilities = np.asarray(probabilities, dtype="float64")
+    return {
+        "churn_probability": probabilities,
+        "churn": probabilities >= threshold,
+        "risk_band": risk_bands(probabilities),
+        "model_version": np.full(len(probabilities), version, dtype=object),
+    }
+
+
+def outcome_frame(probabilities: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
+    """`outcome_columns` as a frame (what the model service returns for a file's chunk)."""
     return pd.DataFrame(
-        {
-            "churn_probability": probabilities,
-            "churn": probabilities >= threshold,
-            "risk_band": risk_bands(probabilities),
-            "model_version": np.full(len(probabilities), version, dtype=object),
-        },
-        columns=list(OUTPUT_COLUMNS),
+        outcome_columns(probabilities, threshold, version), columns=list(OUTPUT_COLUMNS)
     )
 
 
@@ -212,7 +217,7 @@ def predictions_from_probabilities(
     customers: Sequence[Customer], probabilities: np.ndarray, threshold: float, version: str
 ) -> list[ChurnPrediction]:
     """Apply the decision rule and the risk bands to the model's probabilities."""
-    outcome = outcome_frame(probabilities, threshold, version)
+    outcome = outcome_columns(probabilities, threshold, version)
     return [
         ChurnPrediction(
             customer_id=c.customer_id,
