@@ -50,6 +50,8 @@ log = logging.getLogger("clientinsight")
 settings = get_settings()
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+#: What `_chunks` cuts: records, or a frame (sliced by row position either way).
+Chunked = TypeVar("Chunked", list[Any], pd.DataFrame)
 
 #: Connection recycling every 100 requests closes sessions with calls in flight (a third of
 #: requests failed at 64 clients): keep the dependency connection for the worker's life.
@@ -188,14 +190,10 @@ def _read_upload(
     return frame, fmt, columns
 
 
-def _chunks(items: list[T]) -> list[list[T]]:
+def _chunks(items: Chunked) -> list[Chunked]:
+    """An upload's records or feature rows in model-service calls of `file_chunk_rows`."""
     size = settings.file_chunk_rows
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _frame_chunks(frame: pd.DataFrame) -> list[pd.DataFrame]:
-    size = settings.file_chunk_rows
-    return [frame.iloc[i : i + size] for i in range(0, len(frame), size)]
 
 
 def _file_response(
@@ -365,7 +363,7 @@ class ClientInsight:
             chunks = await self._call(
                 "churn",
                 lambda: asyncio.gather(
-                    *(self.churn_model.to_async.predict_frame(c) for c in _frame_chunks(features))
+                    *(self.churn_model.to_async.predict_frame(c) for c in _chunks(features))
                 ),
             )
         except Answer as answer:

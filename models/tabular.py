@@ -312,7 +312,7 @@ def validate_columns(
             pass  # the row-by-row pass below names each problem's row
     records = _rows(frame, schema, fields)
     return {
-        name: np.array([getattr(r, name) for r in records] or [], dtype=object)
+        name: np.array([getattr(r, name) for r in records], dtype=object)
         for name in schema.model_fields
     }
 

@@ -241,7 +241,6 @@ class PredictionWriter:
         self._stats = WriterStats(journal_rows=self._journal.rows())
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._backoff = 0.0
         self._next_attempt = 0.0
         if self._stats.journal_rows:
@@ -259,7 +258,6 @@ class PredictionWriter:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="prediction-writer", daemon=True)
         self._thread.start()
 
@@ -299,7 +297,6 @@ class PredictionWriter:
         """
         if self._thread is None:
             return
-        self._stopping.set()
         self._queue.put(None)
         self._thread.join(timeout=timeout)
         self._thread = None

@@ -196,9 +196,9 @@ class AccessGuard:
                 {"error": f"the key '{key.name}' may not use admin routes (/models, /admin/...)"},
                 {},
             )
-        wait = self.policy.buckets[key.digest].take()
+        bucket = self.policy.buckets[key.digest]
+        wait = bucket.take()
         if wait:
-            bucket = self.policy.buckets[key.digest]
             retry = max(1, math.ceil(wait))
             return (
                 429,
