@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from models.settings import ModelSettings
@@ -70,13 +69,6 @@ class Load:
         return [r for r in self.results if r[0] == family and r[2] >= t0]
 
 
-def credit_worker(server: Server) -> psutil.Process:
-    for child in psutil.Process(server.process.pid).children(recursive=True):
-        if "credit_models" in " ".join(child.cmdline()):
-            return child
-    raise AssertionError("no credit_models worker process found")
-
-
 def wait_until_credit_answers(url: str, timeout: float = 90) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -124,7 +116,7 @@ def test_killed_credit_worker(fragile_server: Server) -> None:
     load.start()
     try:
         time.sleep(2)
-        victim = credit_worker(fragile_server)
+        victim = fragile_server.worker("credit_models")
         t0 = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         time.sleep(1.0)
@@ -136,7 +128,7 @@ def test_killed_credit_worker(fragile_server: Server) -> None:
     credit = load.since("credit", t0)
     assert any(r[1] == 503 for r in credit), "the dead worker went unnoticed"
     assert credit[-1][1] == 200, "credit did not recover by itself"
-    assert credit_worker(fragile_server).pid != victim.pid
+    assert fragile_server.worker("credit_models").pid != victim.pid
     print(f"credit recovered {recovery_s:.1f}s after SIGKILL of its worker")
 
 
@@ -144,7 +136,7 @@ def test_hanging_credit_worker(fragile_server: Server) -> None:
     wait_until_credit_answers(fragile_server.url)
     load = Load(fragile_server.url)
     load.start()
-    victim = credit_worker(fragile_server)
+    victim = fragile_server.worker("credit_models")
     try:
         time.sleep(1)
         t0 = time.monotonic()

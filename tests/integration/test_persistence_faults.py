@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from sqlalchemy import select
 
@@ -195,13 +194,6 @@ def test_sigterm_mid_load_keeps_every_answered_row(
     print(f"SIGTERM mid-load: {len(answered)} answered, all {len(answered)} rows stored")
 
 
-def _api_worker(server: Server) -> psutil.Process:
-    for child in psutil.Process(server.process.pid).children(recursive=True):
-        if "--service-name clientinsight" in " ".join(child.cmdline()):
-            return child
-    raise AssertionError("no API worker process found")
-
-
 def test_kill_9_of_the_api_worker_loses_at_most_the_documented_window(
     own_cluster: Cluster, mlflow_store: ModelSettings, tmp_path: Path
 ) -> None:
@@ -209,7 +201,7 @@ def test_kill_9_of_the_api_worker_loses_at_most_the_documented_window(
     env = _env(mlflow_store, database_url, tmp_path / "journal")
     with serve(env, tmp_path / "s.log") as server, Load(server.url) as load:
         time.sleep(4)
-        victim = _api_worker(server)
+        victim = server.worker("clientinsight")
         killed = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         deadline = killed + 90
@@ -219,7 +211,7 @@ def test_kill_9_of_the_api_worker_loses_at_most_the_documented_window(
             time.sleep(0.5)
         recovered = [a for a in load.answered if a.done > killed + 1]
         assert recovered, "the service did not answer again within 90 s of the kill"
-        assert _api_worker(server).pid != victim.pid
+        assert server.worker("clientinsight").pid != victim.pid
         time.sleep(2)
     answered = {a.request_id: a.done for a in load.answered}
     stored = _stored_request_ids(database_url, 30, set(answered))

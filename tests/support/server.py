@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.support.postgres import free_port
 
@@ -28,6 +29,13 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def worker(self, service_name: str) -> psutil.Process:
+        """The worker process of one service (`clientinsight`, `churn_model`, ...)."""
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            if f"--service-name {service_name}" in " ".join(child.cmdline()):
+                return child
+        raise AssertionError(f"no {service_name} worker process found")
 
 
 def _bentoml() -> str:
