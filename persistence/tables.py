@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, MetaData, String, Table, Uuid
+from sqlalchemy import JSON, DateTime, Float, Index, MetaData, String, Table, Uuid, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
@@ -47,11 +47,24 @@ class Prediction(Base):
     inputs: Mapped[object] = mapped_column(JSONDocument)
     outputs: Mapped[object] = mapped_column(JSONDocument)
     latency_ms: Mapped[float] = mapped_column(Float)
+    #: "champion" for the answer the caller got; "challenger" for a shadow score of the same
+    #: input by the `@challenger` version, which nobody was answered with.
+    role: Mapped[str] = mapped_column(String(16), server_default="champion")
+    #: For a challenger row: the id of the champion row it shadows (same request, same input).
+    shadow_of: Mapped[object | None] = mapped_column(Uuid, nullable=True)
 
     __table_args__ = (
         Index("ix_predictions_model_created", "model_name", "created_at"),
         Index("ix_predictions_entity_created", "entity_id", "created_at"),
         Index("ix_predictions_created", "created_at"),
+        # The shadow report reads only challenger rows: a partial index keeps it small.
+        Index(
+            "ix_predictions_challenger",
+            "model_name",
+            "created_at",
+            postgresql_where=text("role = 'challenger'"),
+            sqlite_where=text("role = 'challenger'"),
+        ),
     )
 
 

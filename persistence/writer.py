@@ -48,7 +48,11 @@ COLUMNS: tuple[str, ...] = (
     "inputs",
     "outputs",
     "latency_ms",
+    "role",
+    "shadow_of",
 )
+#: Journal rows written before `role` and `shadow_of` existed: champion answers.
+_OLD_ROW_DEFAULTS: tuple[Any, ...] = ("champion", None)
 #: Of those, the JSON documents.
 _DOCUMENTS = ("model_versions", "inputs", "outputs")
 
@@ -75,6 +79,10 @@ class PredictionBlock:
     label: Column
     inputs: Mapping[str, Column]
     outputs: Mapping[str, Column]
+    #: "champion" (what the caller got) or "challenger" (a shadow score nobody got).
+    role: str = "champion"
+    #: A challenger block's champion row ids, row by row.
+    shadow_of: Sequence[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -83,10 +91,11 @@ class PredictionBlock:
         """Rows in `COLUMNS` order, the documents as JSON text; fails if a value is not JSON."""
         n = len(self)
         shared = (self.request_id, self.created_at, self.model_name)
+        shadow_of = self.shadow_of if self.shadow_of is not None else [None] * n
         return [
             (row_id, *shared, version, versions, self.source, entity, score, label, i, o,
-             self.latency_ms)
-            for row_id, version, versions, entity, score, label, i, o in zip(
+             self.latency_ms, self.role, shadowed)
+            for row_id, version, versions, entity, score, label, i, o, shadowed in zip(
                 self.ids,
                 _texts(self.model_version),
                 _versions_json(self.model_versions),
@@ -95,6 +104,7 @@ class PredictionBlock:
                 _texts(self.label),
                 json_objects(self.inputs, n),
                 json_objects(self.outputs, n),
+                shadow_of,
                 strict=True,
             )
         ]  # fmt: skip
@@ -130,11 +140,14 @@ def prediction_block(
     label_field: str,
     latency_ms: float,
     primary_model: str | None = None,
+    shadow_of: Sequence[str] | None = None,
 ) -> PredictionBlock:
     """A block from one request's input and output columns, for any model's contract.
 
     The outputs name their version as a `model_version` column, or several as `model_versions`
     (one dict per row); then the `primary_model`'s version fills the `model_version` column.
+    With `shadow_of` (the champion block's row ids) the block holds a challenger's shadow
+    scores of the same rows.
     """
     rows = len(next(iter(outputs.values())))
     lengths = {name: len(values) for name, values in {**inputs, **outputs}.items()}
@@ -163,6 +176,8 @@ def prediction_block(
         label=outputs.get(label_field, [None] * rows),
         inputs=inputs,
         outputs=outputs,
+        role="champion" if shadow_of is None else "challenger",
+        shadow_of=shadow_of,
     )
 
 
@@ -377,7 +392,12 @@ class PredictionWriter:
     def _replay(self) -> None:
         """The journal, oldest segment first, until it is empty or the database refuses."""
         for segment in self._journal.segments():
-            rows = self._journal.read(segment)
+            rows = [
+                (*row, *_OLD_ROW_DEFAULTS[len(row) - len(COLUMNS) :])
+                if len(row) < len(COLUMNS)
+                else row
+                for row in self._journal.read(segment)
+            ]
             try:
                 self._write(rows, idempotent=True)
             except Exception as exc:
@@ -467,7 +487,7 @@ _AS_TEXT = table(
         column(
             name,
             Uuid(as_uuid=False)
-            if name == "id"
+            if name in ("id", "shadow_of")
             else Text()
             if name in _DOCUMENTS
             else predictions.c[name].type,
