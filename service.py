@@ -35,18 +35,29 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from models import churn, credit, registry, tabular
+from models import churn, credit, tabular
 from models.settings import get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
-from persistence.writer import Column, PredictionWriter, prediction_block, record_columns
-from serving import openapi, tuning
+from persistence.writer import (
+    Column,
+    PredictionBlock,
+    PredictionWriter,
+    prediction_block,
+    record_columns,
+)
+from serving import bundles, openapi, tuning
 from serving.access import AccessGuard, AccessPolicy
 from serving.batching import CallStats, MicroBatcher
+from serving.live import LiveModels
 from serving.metrics import WriterMetrics
 from serving.settings import get_settings as get_access_settings
+from serving.shadow import Shadow
 
 log = logging.getLogger("clientinsight")
+# Model loads and swaps are operational events: logged at INFO whatever the root level is.
+for _name in ("clientinsight", "models.registry"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 settings = get_settings()
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -73,10 +84,17 @@ ACCESS = AccessPolicy(get_access_settings())
     **_INTERNAL,
 )
 class ChurnModel:
-    """The `churn@champion` model in its own processes; scores the batches the entry assembles."""
+    """`churn@champion` (and `@challenger`, if any) in its own processes; scores the batches
+    the entry assembles and follows the registry's aliases (`serving/live.py`)."""
 
     def __init__(self) -> None:
-        self.served = registry.load(churn.MODEL_NAME)
+        self.live = LiveModels(
+            "churn",
+            load=lambda previous: bundles.ChurnBundle.load(previous, settings),
+            watch=bundles.watch(settings, churn.MODEL_NAME),
+            interval_s=settings.reload_interval_s,
+        )
+        self.live.start()
         self.calls = CallStats()  # this model worker's view of the batches
         tuning.tune_garbage_collector()
 
@@ -85,22 +103,33 @@ class ChurnModel:
     def predict(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
         """One batch (requests coalesced by the entry service, or a chunk of an uploaded file)."""
         self.calls.add(len(customers))
-        return churn.score(
-            self.served.predictor, customers, self.served.threshold, self.served.version
-        )
+        served = self.live.current.champion  # read once: the version reported is the one used
+        return churn.score(served.predictor, customers, served.threshold, served.version)
 
     @bentoml.api
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """A chunk of an uploaded file, as feature columns validated by the entry service:
         no record per row on either side of the hop (`churn.outcome_frame` columns back)."""
         self.calls.add(len(features))
-        return churn.score_frame(
-            self.served.predictor, features, self.served.threshold, self.served.version
+        served = self.live.current.champion
+        return churn.score_frame(served.predictor, features, served.threshold, served.version)
+
+    @bentoml.api
+    def shadow(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
+        """The challenger's answers for a sample of traffic; empty when there is none."""
+        challenger = self.live.current.challenger
+        if challenger is None:
+            return []
+        return churn.score(
+            challenger.predictor, customers, challenger.threshold, challenger.version
         )
 
     @bentoml.api
     def describe(self) -> list[dict[str, Any]]:
-        return [{**self.served.describe(), "model_worker_calls": self.calls.as_dict()}]
+        bundle = self.live.current
+        worker = {"model_worker_calls": self.calls.as_dict(), "reload": self.live.status()}
+        served = [bundle.champion, bundle.challenger]
+        return [{**model.describe(), **worker} for model in served if model is not None]
 
 
 @bentoml.service(
@@ -111,14 +140,17 @@ class ChurnModel:
     **_INTERNAL,
 )
 class CreditModels:
-    """`credit-segment@champion` and `credit-approval@champion` in their own processes."""
+    """`credit-segment` and `credit-approval` (`@champion`, and `@challenger` where set) in
+    their own processes, following the registry's aliases (`serving/live.py`)."""
 
     def __init__(self) -> None:
-        self.segment_model = registry.load(credit.SEGMENT_MODEL)
-        self.segmentation = credit.Segmentation.from_dict(
-            registry.load_json_artifact(self.segment_model, "segments.json")
+        self.live = LiveModels(
+            "credit",
+            load=lambda previous: bundles.CreditBundle.load(previous, settings),
+            watch=bundles.watch(settings, credit.SEGMENT_MODEL, credit.APPROVAL_MODEL),
+            interval_s=settings.reload_interval_s,
         )
-        self.approval_model = registry.load(credit.APPROVAL_MODEL)
+        self.live.start()
         self.calls = CallStats()  # this model worker's view of the batches
         tuning.tune_garbage_collector()
 
@@ -126,27 +158,28 @@ class CreditModels:
     def assess(self, applicants: list[credit.Applicant]) -> list[credit.CreditAssessment]:
         """Both models on one batch: segment and approval probability per applicant."""
         self.calls.add(len(applicants))
-        segments = credit.assign_segments(
-            self.segment_model.predictor, self.segmentation, applicants, self.segment_model.version
-        )
-        approvals = credit.score_approval(
-            self.approval_model.predictor,
-            applicants,
-            self.approval_model.threshold,
-            self.approval_model.version,
-        )
-        return [
-            credit.CreditAssessment(segment=s, approval=a)
-            for s, a in zip(segments, approvals, strict=True)
-        ]
+        return self.live.current.champion.assess(applicants)
+
+    @bentoml.api
+    def shadow(self, applicants: list[credit.Applicant]) -> list[credit.CreditAssessment]:
+        """The challenger pair's assessments for a sample of traffic; empty when there is none."""
+        challenger = self.live.current.challenger
+        return [] if challenger is None else challenger.assess(applicants)
 
     @bentoml.api
     def describe(self) -> list[dict[str, Any]]:
-        calls = {"model_worker_calls": self.calls.as_dict()}
-        return [
-            {**self.segment_model.describe(), "segments": self.segmentation.to_dict(), **calls},
-            {**self.approval_model.describe(), **calls},
-        ]
+        bundle = self.live.current
+        worker = {"model_worker_calls": self.calls.as_dict(), "reload": self.live.status()}
+        described: list[dict[str, Any]] = []
+        for pair in (bundle.champion, bundle.challenger):
+            if pair is None:
+                continue
+            segments = {"segments": pair.segmentation.to_dict()}
+            for model, extra in ((pair.segment, segments), (pair.approval, {})):
+                if model.alias == settings.serving_alias and pair is bundle.challenger:
+                    continue  # the champion half of a challenger pair is listed once
+                described.append({**model.describe(), **extra, **worker})
+        return described
 
 
 admin = FastAPI(title="ClientInsight admin", docs_url=None, redoc_url=None, openapi_url=None)
@@ -265,6 +298,33 @@ class ClientInsight:
             max_batch_size=settings.credit_max_batch_size,
             max_in_flight=settings.model_calls_in_flight,
         )
+        # A sample of requests, scored again by the challenger after the answer has gone.
+        self.churn_shadow: Shadow[churn.Customer, churn.ChurnPrediction] = Shadow(
+            "churn",
+            lambda batch: self._hop(self.churn_model.to_async.shadow(batch)),
+            lambda customers, predictions, champion, started: self._persist_shadow(
+                churn, champion, record_columns(predictions), started
+            ),
+            sample=settings.shadow_sample,
+            max_pending=settings.shadow_max_pending,
+        )
+        self.credit_shadow: Shadow[credit.Applicant, credit.CreditAssessment] = Shadow(
+            "credit",
+            lambda batch: self._hop(self.credit_models.to_async.shadow(batch)),
+            lambda applicants, assessments, champion, started: self._persist_shadow(
+                credit,
+                champion,
+                record_columns(
+                    [
+                        credit.decide(applicant, a.segment, a.approval)
+                        for applicant, a in zip(applicants, assessments, strict=True)
+                    ]
+                ),
+                started,
+            ),
+            sample=settings.shadow_sample,
+            max_pending=settings.shadow_max_pending,
+        )
         tuning.tune_garbage_collector()
 
     @staticmethod
@@ -315,24 +375,52 @@ class ClientInsight:
         inputs: Mapping[str, Column],
         outputs: Mapping[str, Column],
         started: float,
-    ) -> str:
-        """Hand one request's rows to the writer (never blocks); the request id they carry."""
-        request_id = str(uuid.uuid4())
-        self.writer.submit(
-            prediction_block(
-                model_name=contract.DECISION_NAME,
-                primary_model=contract.PRIMARY_MODEL,
-                request_id=request_id,
-                source=source,
-                inputs=inputs,
-                outputs=outputs,
-                entity_field=contract.ENTITY_FIELD,
-                score_field=contract.SCORE_FIELD,
-                label_field=contract.LABEL_FIELD,
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
+    ) -> PredictionBlock:
+        """Hand one request's rows to the writer (never blocks); the rows, with their ids."""
+        block = prediction_block(
+            model_name=contract.DECISION_NAME,
+            primary_model=contract.PRIMARY_MODEL,
+            request_id=str(uuid.uuid4()),
+            source=source,
+            inputs=inputs,
+            outputs=outputs,
+            entity_field=contract.ENTITY_FIELD,
+            score_field=contract.SCORE_FIELD,
+            label_field=contract.LABEL_FIELD,
+            latency_ms=(time.perf_counter() - started) * 1000,
         )
-        return request_id
+        self.writer.submit(block)
+        return block
+
+    def _persist_shadow(
+        self,
+        contract: Any,
+        champion: PredictionBlock,
+        outputs: Mapping[str, Column],
+        started: float,
+    ) -> None:
+        """The challenger's answers for the champion's rows: same request, `shadow_of` each
+        champion row; the inputs are the champion row's (not stored twice).
+
+        Model workers swap versions independently: during a promotion the shadow call can
+        reach a worker whose challenger is the version that already answered the request.
+        Such a shadow compares a version with itself and is not stored.
+        """
+        shadow = prediction_block(
+            model_name=contract.DECISION_NAME,
+            primary_model=contract.PRIMARY_MODEL,
+            request_id=champion.request_id,
+            source=champion.source,
+            inputs={},
+            outputs=outputs,
+            entity_field=contract.ENTITY_FIELD,
+            score_field=contract.SCORE_FIELD,
+            label_field=contract.LABEL_FIELD,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            shadow_of=champion.ids,
+        )
+        if len(shadow) and shadow.model_versions[0] != champion.model_versions[0]:
+            self.writer.submit(shadow)
 
     @bentoml.api(route="/churn/predict")
     async def churn_predict(
@@ -347,9 +435,11 @@ class ClientInsight:
             predictions = await self._call("churn", lambda: self.churn_batcher.submit(customers))
         except Answer as answer:
             return answer.respond(ctx)
-        ctx.response.headers["X-Request-ID"] = self._persist(
+        block = self._persist(
             churn, "api", record_columns(customers), record_columns(predictions), started
         )
+        self.churn_shadow.offer(customers, block)
+        ctx.response.headers["X-Request-ID"] = block.request_id
         return predictions
 
     @bentoml.api(route="/churn/predict_file")
@@ -370,8 +460,8 @@ class ClientInsight:
             return answer.respond(ctx)
         outcome = pd.concat(chunks, ignore_index=True)
         answers = {"customer_id": columns["customer_id"], **outcome.to_dict("series")}
-        request_id = self._persist(churn, "file", columns, answers, started)
-        return _file_response(frame, fmt, outcome, "churn_scores", request_id)
+        block = self._persist(churn, "file", columns, answers, started)
+        return _file_response(frame, fmt, outcome, "churn_scores", block.request_id)
 
     @bentoml.api(route="/credit/evaluate")
     async def credit_evaluate(
@@ -390,9 +480,11 @@ class ClientInsight:
             credit.decide(applicant, a.segment, a.approval)
             for applicant, a in zip(applicants, assessments, strict=True)
         ]
-        ctx.response.headers["X-Request-ID"] = self._persist(
+        block = self._persist(
             credit, "api", record_columns(applicants), record_columns(evaluations), started
         )
+        self.credit_shadow.offer(applicants, block)
+        ctx.response.headers["X-Request-ID"] = block.request_id
         return evaluations
 
     @bentoml.api(route="/credit/evaluate_file")
@@ -415,26 +507,35 @@ class ClientInsight:
             credit.decide(applicant, a.segment, a.approval)
             for applicant, a in zip(applicants, (a for c in chunks for a in c), strict=True)
         ]
-        request_id = self._persist(credit, "file", columns, record_columns(evaluations), started)
+        block = self._persist(credit, "file", columns, record_columns(evaluations), started)
         return _file_response(
-            frame, fmt, credit.file_columns(evaluations), "credit_evaluations", request_id
+            frame, fmt, credit.file_columns(evaluations), "credit_evaluations", block.request_id
         )
 
     @admin.get("/models")
     async def list_models(self) -> JSONResponse:
         """Which model versions are served, with their key metrics and load time."""
-        families: dict[str, tuple[Any, MicroBatcher[Any, Any], list[str]]] = {
-            "churn": (self.churn_model, self.churn_batcher, [churn.MODEL_NAME]),
+        families: dict[str, tuple[Any, MicroBatcher[Any, Any], Shadow[Any, Any], list[str]]] = {
+            "churn": (self.churn_model, self.churn_batcher, self.churn_shadow, [churn.MODEL_NAME]),
             "credit": (
                 self.credit_models,
                 self.credit_batcher,
+                self.credit_shadow,
                 [credit.SEGMENT_MODEL, credit.APPROVAL_MODEL],
             ),
         }
 
-        async def one(service: Any, batcher: MicroBatcher[Any, Any], names: list[str]) -> Any:
-            # Batching as this API worker sees it: requests coalesced into model-service calls.
-            batching = {"batching": batcher.stats.as_dict()}
+        async def one(
+            service: Any,
+            batcher: MicroBatcher[Any, Any],
+            shadow: Shadow[Any, Any],
+            names: list[str],
+        ) -> Any:
+            # Batching and shadowing as this API worker sees them.
+            batching = {
+                "batching": batcher.stats.as_dict(),
+                "shadow": {"sample": shadow.sample, **shadow.stats.as_dict()},
+            }
             try:
                 described = await asyncio.wait_for(
                     service.to_async.describe(), timeout=settings.model_timeout_s

@@ -6,7 +6,9 @@ version first, so every response and database row can name the version that prod
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,14 +120,43 @@ def resolve(client: MlflowClient, name: str, alias: str) -> Any:
         ) from exc
 
 
-def load(name: str, alias: str | None = None, settings: ModelSettings | None = None) -> ServedModel:
-    """Resolve the alias, then load exactly that version with its metrics and tags."""
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version `name@alias` points to, None if the alias (or the model) does not exist.
+
+    Any other failure (the tracking server is down, ...) raises: "cannot tell" must never be
+    read as "the alias was removed".
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise
+
+
+def load(
+    name: str,
+    alias: str | None = None,
+    settings: ModelSettings | None = None,
+    *,
+    reuse: Iterable[ServedModel | None] = (),
+) -> ServedModel:
+    """Resolve the alias, then load exactly that version with its metrics and tags.
+
+    A model in `reuse` with the resolved name and version is returned (under `alias`) instead
+    of loading it again: a promoted challenger is already in memory.
+    """
     import mlflow.sklearn
 
     settings = settings or get_settings()
     alias = alias or settings.serving_alias
     client = configure_mlflow(settings)
     version = resolve(client, name, alias)
+    for loaded in reuse:
+        if loaded is not None and (loaded.name, loaded.version) == (name, str(version.version)):
+            return dataclasses.replace(loaded, alias=alias)
     run = client.get_run(version.run_id)
     model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
     predictor, path, note = _choose_predictor(model, str(version.run_id))

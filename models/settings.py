@@ -35,6 +35,22 @@ class ModelSettings(BaseSettings):
         default="clientinsight", validation_alias="CLIENTINSIGHT_EXPERIMENT"
     )
     serving_alias: str = Field(default="champion", validation_alias="CLIENTINSIGHT_ALIAS")
+    #: The alias whose version is scored in the shadow of the served one (if it exists).
+    challenger_alias: str = Field(
+        default="challenger", validation_alias="CLIENTINSIGHT_CHALLENGER_ALIAS"
+    )
+    #: Seconds between two looks at the registry's aliases in each model worker; 0: no reload.
+    reload_interval_s: float = Field(
+        default=10.0, ge=0, validation_alias="CLIENTINSIGHT_RELOAD_INTERVAL_S"
+    )
+    #: Share of API requests also scored by the challenger, off the request path.
+    shadow_sample: float = Field(
+        default=0.1, ge=0, le=1, validation_alias="CLIENTINSIGHT_SHADOW_SAMPLE"
+    )
+    #: Records waiting for shadow scoring per API worker; above it, samples are skipped.
+    shadow_max_pending: int = Field(
+        default=5000, ge=1, validation_alias="CLIENTINSIGHT_SHADOW_MAX_PENDING"
+    )
 
     # Adaptive batching of /churn/predict and /credit/evaluate (serving/batching.py): records
     # per model-service call, and calls in flight per API worker. No timer: a batch leaves as
