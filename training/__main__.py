@@ -5,6 +5,8 @@ python -m training ensure                                  train only models wit
 python -m training list                                    versions, aliases, key metrics
 python -m training promote MODEL --version N [--alias A] [--force]
                                                            move @champion (gated) or another alias
+python -m training drop-alias MODEL ALIAS                  e.g. stop shadowing @challenger
+python -m training shadow-report DECISION [--hours H]      champion vs challenger on live traffic
 """
 
 from __future__ import annotations
@@ -140,6 +142,36 @@ def _promote(name: str, version: str, alias: str | None, force: bool) -> int:
     print(
         f"{name}@{done.alias} -> version {version}{forced}, was {done.previous or 'unset'}{figures}"
     )
+    if done.cleared_challenger:
+        print(f"{name}@challenger removed: version {version} now serves (shadowing stops)")
+    return 0
+
+
+def _drop_alias(name: str, alias: str) -> int:
+    from training.promotion import drop_alias
+
+    try:
+        version = drop_alias(name, alias)
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"{name}@{alias} removed (was version {version})" if version else f"no {name}@{alias}")
+    return 0
+
+
+def _shadow_report(decision: str, hours: float | None) -> int:
+    from training.shadow import report
+
+    console = Console()
+    tables = report(decision, hours)
+    if not tables:
+        console.print(
+            f"no challenger rows for {decision} yet: set one with "
+            "`python -m training promote MODEL --version N --alias challenger` and send traffic"
+        )
+        return 1
+    for table in tables:
+        console.print(table)
     return 0
 
 
@@ -169,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     promote.add_argument("--version", required=True)
     promote.add_argument("--alias", help="default: the serving alias (champion), which is gated")
     promote.add_argument("--force", action="store_true", help="promote even if worse (recorded)")
+    drop = commands.add_parser("drop-alias", help="remove an alias (not the serving one)")
+    drop.add_argument("model", choices=list(SERVED_MODELS))
+    drop.add_argument("alias")
+    shadow = commands.add_parser(
+        "shadow-report", help="agreement and score deltas, champion vs challenger, live traffic"
+    )
+    shadow.add_argument("decision", choices=["churn", "credit-evaluation"])
+    shadow.add_argument("--hours", type=float, help="only the last H hours (default: all)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING)
@@ -183,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if args.command == "promote":
             return _promote(args.model, args.version, args.alias, args.force)
+        if args.command == "drop-alias":
+            return _drop_alias(args.model, args.alias)
+        if args.command == "shadow-report":
+            return _shadow_report(args.decision, args.hours)
         return _ensure()
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

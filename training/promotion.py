@@ -10,6 +10,7 @@ holder of the alias, both figures and the delta. Rollback is promoting the previ
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ class Promotion:
     candidate_score: float | None
     previous_score: float | None
     forced: bool
+    #: The promoted version was the challenger: that alias was removed (shadowing stops).
+    cleared_challenger: bool = False
 
     @property
     def delta(self) -> float | None:
@@ -124,6 +127,11 @@ def promote(
             f"@{alias} (version {previous}) at {promotion.previous_score:.4f}: not promoted "
             "(--force overrides, and is recorded)"
         )
+    cleared = gated and _alias_version(client, name, settings.challenger_alias) == version
+    if cleared:
+        # The challenger won: stop shadowing it first, so that no serving worker ever sees
+        # it as champion and challenger at once.
+        client.delete_registered_model_alias(name, settings.challenger_alias)
     client.set_registered_model_alias(name, alias, version)
     tags = {
         f"{alias}.promoted_by": getpass.getuser(),
@@ -138,7 +146,26 @@ def promote(
         )
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    return promotion
+    return dataclasses.replace(promotion, cleared_challenger=cleared)
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    from models.registry import alias_version
+
+    return alias_version(client, name, alias)
+
+
+def drop_alias(name: str, alias: str, settings: ModelSettings | None = None) -> str | None:
+    """Remove `alias` (e.g. stop shadowing a challenger); the version it pointed to, if any.
+    The serving alias cannot be dropped: serving would have nothing to load."""
+    settings = settings or get_settings()
+    if alias == settings.serving_alias:
+        raise ValueError(f"@{alias} serves traffic: promote another version instead")
+    client = configure_mlflow(settings)
+    version = _alias_version(client, name, alias)
+    if version is not None:
+        client.delete_registered_model_alias(name, alias)
+    return version
 
 
 def versions_table(settings: ModelSettings | None = None) -> list[dict[str, Any]]:
