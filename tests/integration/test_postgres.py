@@ -34,6 +34,15 @@ def test_migrations_upgrade_and_downgrade(postgres_url: str) -> None:
         "ix_predictions_model_created",
         "ix_predictions_entity_created",
         "ix_predictions_created",
+        "ix_predictions_challenger",
+    }
+    assert columns["role"]["default"] == "'champion'::character varying"
+    assert columns["shadow_of"]["nullable"]
+    migrate.downgrade(postgres_url, "0003")
+    columns = {c["name"]: c for c in inspect(engine).get_columns("predictions")}
+    assert "role" not in columns and "shadow_of" not in columns
+    assert "ix_predictions_challenger" not in {
+        i["name"] for i in inspect(engine).get_indexes("predictions")
     }
     migrate.downgrade(postgres_url, "0002")
     indexes = {i["name"] for i in inspect(engine).get_indexes("predictions")}

@@ -92,6 +92,25 @@ def test_a_challenger_needs_no_gate(store: ModelSettings) -> None:
     assert str(challenger.version) == "3"
 
 
+def test_promoting_the_challenger_removes_that_alias_and_drop_alias_stops_shadowing(
+    store: ModelSettings,
+) -> None:
+    client = configure_mlflow(store)
+    before = _champion(store)
+    promotion.promote("churn", "1", alias="challenger", settings=store)
+    done = promotion.promote("churn", "1", force=True, settings=store)
+    assert done.cleared_challenger and _champion(store) == "1"
+    assert "challenger" not in client.get_registered_model("churn").aliases
+
+    promotion.promote("churn", "3", alias="challenger", settings=store)
+    kept = promotion.promote("churn", before, force=True, settings=store)
+    assert not kept.cleared_challenger  # another version won: the challenger stays
+    assert promotion.drop_alias("churn", "challenger", settings=store) == "3"
+    assert promotion.drop_alias("churn", "challenger", settings=store) is None
+    with pytest.raises(ValueError, match="serves traffic"):
+        promotion.drop_alias("churn", "champion", settings=store)
+
+
 def test_cli_lists_and_refuses_with_exit_code(
     store: ModelSettings,
     monkeypatch: pytest.MonkeyPatch,
