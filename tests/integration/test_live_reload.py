@@ -30,6 +30,7 @@ from persistence.tables import predictions
 from tests.integration.helpers import wait_for_rows
 from tests.support.models import mlflow_env, train_tiny_churn, train_tiny_credit
 from tests.support.server import Server, serve
+from tests.unit.models.test_credit import APPLICANT
 from training import promotion
 from training.data import load_churn
 from training.shadow import reports
@@ -275,3 +276,39 @@ def test_a_version_that_cannot_load_keeps_the_current_one_serving(lifecycle: Lif
         f"{server.url}/churn/predict", json={"customers": [lifecycle.customers[0]]}, timeout=10
     )
     assert response.status_code == 200 and response.json()[0]["model_version"] == before
+
+
+def test_a_credit_approval_challenger_is_shadowed_with_the_champion_segment_model(
+    lifecycle: Lifecycle,
+) -> None:
+    """One half of the credit pair as challenger: the shadow decision uses the challenger
+    approval model with the serving segment model, and names both versions."""
+    server, settings = lifecycle.server, lifecycle.settings
+    second = train_tiny_credit(settings)
+    approval = second.approval.version
+    assert approval is not None and approval != "1"
+    promotion.promote("credit-approval", approval, alias="challenger", settings=settings)
+    deadline = time.monotonic() + 10 * POLL_S
+    while ("credit-approval", "challenger") not in _models(server):
+        assert time.monotonic() < deadline, "the credit worker never loaded the challenger"
+        time.sleep(0.2)
+    applicants = [{**APPLICANT, "applicant_id": f"a{i}", "income": 1 + i / 2} for i in range(5)]
+    response = httpx.post(f"{server.url}/credit/evaluate", json={"applicants": applicants})
+    assert response.status_code == 200
+    request_id = response.headers["X-Request-ID"]
+    assert wait_for_rows(server.database_url, 10, [request_id]) == 10
+    engine = make_engine(server.database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                predictions.c.role, predictions.c.model_versions, predictions.c.model_name
+            ).where(predictions.c.request_id == request_id)
+        ).all()
+    engine.dispose()
+    roles = {r.role: r for r in rows}
+    assert {r.model_name for r in rows} == {"credit-evaluation"}
+    assert roles["champion"].model_versions == {"credit-segment": "1", "credit-approval": "1"}
+    assert roles["challenger"].model_versions == {
+        "credit-segment": "1",
+        "credit-approval": approval,
+    }
