@@ -1,6 +1,7 @@
 """`python -m training ...`: the data scientist's entry point.
 
-python -m training churn [--data PATH.csv] [--sample N]   train, log, register (first -> @champion)
+python -m training churn [--data PATH.csv] [--sample N] [--seed S] [--C C]
+                                                           train, log, register (first -> @champion)
 python -m training ensure                                  train only models with no champion yet
 python -m training list                                    versions, aliases, key metrics
 python -m training promote MODEL --version N [--alias A] [--force]
@@ -24,7 +25,7 @@ from rich.table import Table
 SERVED_MODELS = {"churn": "churn", "credit-segment": "credit", "credit-approval": "credit"}
 
 
-def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
+def _train_churn(data: Path | None, sample: int | None, seed: int, C: float = 0.3) -> int:
     from training import churn as churn_training
     from training.data import load_churn
     from training.progress import Steps
@@ -35,7 +36,8 @@ def _train_churn(data: Path | None, sample: int | None, seed: int) -> int:
         dataset = load_churn(data, sample=sample, seed=seed)
     console = Console(stderr=True)
     console.print(f"data: {dataset.source} ({dataset.rows} rows, sha256 {dataset.sha256[:12]})")
-    result = churn_training.train(dataset, churn_training.TrainingConfig(seed=seed), steps=steps)
+    config = churn_training.TrainingConfig(seed=seed, C=C)
+    result = churn_training.train(dataset, config, steps=steps)
     table = Table(title=f"churn run {result.run_id}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -136,7 +138,7 @@ def _promote(name: str, version: str, alias: str | None, force: bool) -> int:
     if done.delta is not None:
         figures = (
             f": {done.metric} {done.candidate_score:.4f} vs {done.previous_score:.4f} "
-            f"(delta {done.delta:+.4f})"
+            f"(delta {done.delta:+.4f}, {done.evaluation_rows} shared hold-out rows)"
         )
     forced = " (forced)" if done.forced and (done.delta or 0) < 0 else ""
     print(
@@ -187,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--data", type=Path, help="IBM Telco CSV in its original schema")
     train.add_argument("--sample", type=int, help="train on a stratified sample of N rows")
     train.add_argument("--seed", type=int, default=42)
+    train.add_argument(
+        "--C",
+        type=float,
+        default=0.3,
+        help="inverse regularisation strength of the logistic regression (default 0.3)",
+    )
     credit = commands.add_parser(
         "credit", help="train, evaluate, log and register credit-segment and credit-approval"
     )
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "churn":
-            return _train_churn(args.data, args.sample, args.seed)
+            return _train_churn(args.data, args.sample, args.seed, args.C)
         if args.command == "credit":
             return _train_credit(args.data, args.seed)
         if args.command == "list":

@@ -1,9 +1,10 @@
 """Gated promotion: `@champion` moves only to a version at least as good on the same data.
 
-Both versions are scored on the candidate run's stored evaluation set
-(`evaluation/holdout.parquet`, rows the candidate never trained on, with the target): ROC AUC
-for the probability models, silhouette of the assigned segments (in each version's own scaled
-space) for the segment model. A refused promotion changes nothing and reports both figures;
+Both versions are scored on the rows neither trained on: the intersection of their runs' stored
+evaluation sets (`evaluation/holdout.parquet`, with the target). ROC AUC for the probability
+models, silhouette of the assigned segments (in each version's own scaled space) for the
+segment model. Too few shared rows (runs on other samples or seeds) and the gate refuses to
+judge. A refused promotion changes nothing and reports both figures;
 `force` overrides it. Every promotion is recorded as version tags: who, when, the previous
 holder of the alias, both figures and the delta. Rollback is promoting the previous version.
 """
@@ -44,6 +45,8 @@ class Promotion:
     candidate_score: float | None
     previous_score: float | None
     forced: bool
+    #: How many hold-out rows (shared by both versions) the figures come from.
+    evaluation_rows: int = 0
     #: The promoted version was the challenger: that alias was removed (shadowing stops).
     cleared_challenger: bool = False
 
@@ -67,21 +70,52 @@ def _score(name: str, model: Any, frame: Any) -> float:
     return float(silhouette_score(model[:-1].transform(features), labels))
 
 
-def evaluate(name: str, versions: list[str], settings: ModelSettings) -> dict[str, float]:
-    """Each version's gate metric on the first version's stored evaluation set."""
+#: Fewer shared hold-out rows than this and the gate cannot judge (refused unless forced).
+MIN_SHARED_ROWS = 100
+
+
+class NoSharedEvaluationSet(PromotionRefused):
+    """The two versions' hold-out sets share too few rows for a fair comparison."""
+
+
+def evaluation_rows(name: str, versions: list[str], settings: ModelSettings) -> Any:
+    """The rows none of `versions` trained on: the intersection of their runs' stored hold-out
+    sets (`evaluation/holdout.parquet`). With the same data and seed that is the whole hold-out
+    set; a run on other rows (another seed, a sample) shares fewer, and a champion must never
+    be judged on rows it was trained on."""
     import mlflow.artifacts
-    import mlflow.sklearn
     import pandas as pd
 
     client = configure_mlflow(settings)
-    candidate = client.get_model_version(name, versions[0])
-    local = mlflow.artifacts.download_artifacts(
-        run_id=candidate.run_id, artifact_path="evaluation/holdout.parquet"
-    )
-    frame = pd.read_parquet(local)
-    return {
+    shared: pd.DataFrame | None = None
+    for version in versions:
+        run_id = client.get_model_version(name, version).run_id
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evaluation/holdout.parquet"
+        )
+        frame = pd.read_parquet(local)
+        shared = frame if shared is None else shared.merge(frame.drop_duplicates(), how="inner")
+    assert shared is not None
+    return shared
+
+
+def evaluate(
+    name: str, versions: list[str], settings: ModelSettings
+) -> tuple[dict[str, float], int]:
+    """Each version's gate metric on the rows none of them trained on, and how many rows."""
+    import mlflow.sklearn
+
+    frame = evaluation_rows(name, versions, settings)
+    if len(frame) < MIN_SHARED_ROWS:
+        raise NoSharedEvaluationSet(
+            f"versions {' and '.join(versions)} of {name} share {len(frame)} hold-out rows "
+            f"(at least {MIN_SHARED_ROWS} are needed to compare them fairly): retrain the "
+            "candidate with the same data and --seed as the champion, or --force"
+        )
+    scores = {
         v: _score(name, mlflow.sklearn.load_model(f"models:/{name}/{v}"), frame) for v in versions
     }
+    return scores, len(frame)
 
 
 def promote(
@@ -107,8 +141,14 @@ def promote(
         previous = None
     metric = GATES[name][0]
     scores: dict[str, float] = {}
+    rows = 0
+    gated = alias == settings.serving_alias
     if previous is not None and previous != version:
-        scores = evaluate(name, [version, previous], settings)
+        try:
+            scores, rows = evaluate(name, [version, previous], settings)
+        except NoSharedEvaluationSet:
+            if gated and not force:
+                raise
     promotion = Promotion(
         name=name,
         alias=alias,
@@ -118,13 +158,14 @@ def promote(
         candidate_score=scores.get(version),
         previous_score=scores.get(previous) if previous else None,
         forced=force,
+        evaluation_rows=rows,
     )
-    gated = alias == settings.serving_alias
     worse = promotion.delta is not None and promotion.delta < 0
     if gated and worse and not force:
         raise PromotionRefused(
             f"{name} version {version} scores {promotion.candidate_score:.4f} {metric}, below "
-            f"@{alias} (version {previous}) at {promotion.previous_score:.4f}: not promoted "
+            f"@{alias} (version {previous}) at {promotion.previous_score:.4f} on the {rows} "
+            "hold-out rows neither trained on: not promoted "
             "(--force overrides, and is recorded)"
         )
     cleared = gated and _alias_version(client, name, settings.challenger_alias) == version
@@ -142,7 +183,7 @@ def promote(
     if promotion.delta is not None:
         tags[f"{alias}.gate"] = (
             f"{metric} {promotion.candidate_score:.4f} vs {promotion.previous_score:.4f} "
-            f"(delta {promotion.delta:+.4f})"
+            f"(delta {promotion.delta:+.4f}) on {rows} shared hold-out rows"
         )
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

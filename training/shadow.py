@@ -21,7 +21,7 @@ from models.settings import ModelSettings, get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
 from persistence.shadow import ShadowComparison, compare
-from training.promotion import GATES, evaluate
+from training.promotion import GATES, NoSharedEvaluationSet, evaluate
 
 #: Whose versions a decision's `model_version` column holds (the shadow rows' versions).
 PRIMARY_MODEL = {
@@ -36,9 +36,9 @@ class ShadowReport:
     #: Hold-out metrics of the champion and challenger versions' training runs.
     champion_metrics: dict[str, float]
     challenger_metrics: dict[str, float]
-    #: The promotion gate's figure for both versions on the challenger's stored hold-out set
-    #: (the same rows for both, unlike the training runs' own metrics).
-    gate: tuple[str, float, float]
+    #: The promotion gate's metric, champion's and challenger's figures and the row count, on
+    #: the hold-out rows neither trained on (None when they share too few).
+    gate: tuple[str, float, float, int] | None
 
     def metric_deltas(self) -> dict[str, float]:
         """Challenger minus champion, for every metric both runs logged."""
@@ -70,9 +70,12 @@ def reports(
             cache[version] = {k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics}
         return cache[version]
 
-    def gate(champion: str, challenger: str) -> tuple[str, float, float]:
-        scores = evaluate(model, [challenger, champion], settings)
-        return GATES[model][0], scores[champion], scores[challenger]
+    def gate(champion: str, challenger: str) -> tuple[str, float, float, int] | None:
+        try:
+            scores, rows = evaluate(model, [challenger, champion], settings)
+        except NoSharedEvaluationSet:
+            return None
+        return GATES[model][0], scores[champion], scores[challenger], rows
 
     return [
         ShadowReport(
@@ -106,13 +109,16 @@ def report(decision: str, hours: float | None = None) -> list[Table]:
         )
         table.add_row("mean |score delta| (live)", "", "", _number(live.mean_abs_score_delta))
         table.add_row("max |score delta| (live)", "", "", _number(live.max_abs_score_delta))
-        metric, champion_score, challenger_score = found.gate
-        table.add_row(
-            f"{metric}, same rows (promotion gate)",
-            _number(champion_score),
-            _number(challenger_score),
-            _number(challenger_score - champion_score, signed=True),
-        )
+        if found.gate is None:
+            table.add_row("promotion gate", "", "", "too few shared hold-out rows")
+        else:
+            metric, champion_score, challenger_score, rows = found.gate
+            table.add_row(
+                f"{metric} on {rows} shared rows (gate)",
+                _number(champion_score),
+                _number(challenger_score),
+                _number(challenger_score - champion_score, signed=True),
+            )
         deltas = found.metric_deltas()
         for name, delta in deltas.items():
             table.add_row(

@@ -248,7 +248,8 @@ def test_shadow_promote_and_roll_back_under_load_without_a_failed_request(
     assert found.live.rows == len(shadows)
     assert 0 <= found.live.label_agreement <= 1
     assert found.live.mean_abs_score_delta and found.live.mean_abs_score_delta > 0
-    assert found.gate[0] == "holdout ROC AUC"
+    # Version 2 trained on another sample: the gate's figures, if any, come from shared rows.
+    assert found.gate is None or (found.gate[0] == "holdout ROC AUC" and found.gate[3] >= 100)
     assert "holdout_roc_auc" in found.metric_deltas()
 
 

@@ -140,3 +140,23 @@ def test_the_segment_model_is_gated_on_silhouette(tmp_path: Path) -> None:
     assert done.metric == "holdout silhouette" and done.previous == "1"
     assert done.candidate_score is not None and 0 < done.candidate_score <= 1
     assert done.delta == 0
+
+
+def test_versions_trained_on_other_rows_are_not_judged_on_rows_one_of_them_trained_on(
+    store: ModelSettings,
+) -> None:
+    """A run on another sample shares few hold-out rows with the champion's run: the gate says
+    so instead of scoring the champion on rows it trained on; --force still promotes."""
+    before = _champion(store)
+    other = train_tiny_churn(store, rows=600).version
+    assert other is not None
+    shared = promotion.evaluation_rows("churn", [other, before], store)
+    assert len(shared) < promotion.MIN_SHARED_ROWS
+    with pytest.raises(promotion.NoSharedEvaluationSet, match="share .* hold-out rows"):
+        promotion.promote("churn", other, settings=store)
+    assert _champion(store) == before
+    forced = promotion.promote("churn", other, force=True, settings=store)
+    assert forced.forced and forced.delta is None and _champion(store) == other
+    promotion.promote("churn", before, force=True, settings=store)
+    same = promotion.evaluation_rows("churn", ["1", "2"], store)
+    assert len(same) == len(promotion.evaluation_rows("churn", ["1"], store))
