@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from models.explain import Factor
 from models.fields import BlankIsNone, EntityId, feature_columns
+
+if TYPE_CHECKING:
+    from models.explain import LinearExplainer
 
 MODEL_NAME = "churn"
 TARGET = "churn"
@@ -74,8 +78,13 @@ ENTITY_FIELD = "customer_id"
 SCORE_FIELD = "churn_probability"
 LABEL_FIELD = "risk_band"
 
-#: Columns the file route adds to an uploaded table, in this order.
+#: Columns the file route adds to an uploaded table, in this order...
 OUTPUT_COLUMNS: tuple[str, ...] = ("churn_probability", "churn", "risk_band", "model_version")
+#: ...followed by this one when the model version has an explainer (`score_frame(explainer=)`):
+#: the top factors as text, e.g. `contract=Month-to-month +0.82; tenure=2 +0.61`.
+FACTORS_COLUMN = "top_factors"
+#: How many factors an explained prediction carries.
+TOP_FACTORS = 3
 
 
 def _alias(snake: str, ibm: str) -> Any:
@@ -139,6 +148,12 @@ class ChurnPrediction(BaseModel):
         description="low < 0.30 <= medium < 0.60 <= high, on churn_probability"
     )
     model_version: str
+    top_factors: list[Factor] = Field(
+        default_factory=list,
+        description=f"The (up to {TOP_FACTORS}) inputs that moved this customer's churn risk "
+        "most against the model version's reference population, largest first; empty when "
+        "the served version has no explainer",
+    )
 
 
 #: Every name a column may carry in an upload, mapped to the canonical field name.
@@ -184,40 +199,68 @@ def feature_frame(values: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
 
 def outcome_columns(
-    probabilities: np.ndarray, threshold: float, version: str
+    probabilities: np.ndarray,
+    threshold: float,
+    version: str,
+    top_factors: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """The decision rule and the risk bands over a column of probabilities: the answer's
-    columns except the echoed id, in `OUTPUT_COLUMNS` order (NumPy only: the single-record
-    path uses it too)."""
+    columns except the echoed id, in `OUTPUT_COLUMNS` order, then `FACTORS_COLUMN` when
+    `top_factors` (one text per row) is given (NumPy only: the single-record path uses it too)."""
     probabilities = np.asarray(probabilities, dtype="float64")
-    return {
+    columns = {
         "churn_probability": probabilities,
         "churn": probabilities >= threshold,
         "risk_band": risk_bands(probabilities),
         "model_version": np.full(len(probabilities), version, dtype=object),
     }
+    if top_factors is not None:
+        if len(top_factors) != len(probabilities):
+            raise ValueError(f"{len(top_factors)} factor texts for {len(probabilities)} rows")
+        columns[FACTORS_COLUMN] = np.asarray(top_factors, dtype=object)
+    return columns
 
 
-def outcome_frame(probabilities: np.ndarray, threshold: float, version: str) -> pd.DataFrame:
+def outcome_frame(
+    probabilities: np.ndarray,
+    threshold: float,
+    version: str,
+    top_factors: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """`outcome_columns` as a frame (what the model service returns for a file's chunk)."""
-    return pd.DataFrame(
-        outcome_columns(probabilities, threshold, version), columns=list(OUTPUT_COLUMNS)
-    )
+    columns = outcome_columns(probabilities, threshold, version, top_factors)
+    return pd.DataFrame(columns, columns=list(columns))
 
 
-def score_frame(model: Any, features: pd.DataFrame, threshold: float, version: str) -> pd.DataFrame:
-    """`outcome_frame` for a feature frame (a file's rows), without a record per row."""
+def score_frame(
+    model: Any,
+    features: pd.DataFrame,
+    threshold: float,
+    version: str,
+    explainer: LinearExplainer | None = None,
+) -> pd.DataFrame:
+    """`outcome_frame` for a feature frame (a file's rows), without a record per row; with an
+    explainer, the `FACTORS_COLUMN` text column follows `OUTPUT_COLUMNS`."""
     missing = [name for name in FEATURES if name not in features.columns]
     if missing:
         raise ValueError(f"feature frame lacks columns: {', '.join(missing)}")
-    return outcome_frame(model.predict_proba(features)[:, 1], threshold, version)
+    texts = None if explainer is None else explainer.top_factor_texts(features, TOP_FACTORS)
+    return outcome_frame(model.predict_proba(features)[:, 1], threshold, version, texts)
 
 
 def predictions_from_probabilities(
-    customers: Sequence[Customer], probabilities: np.ndarray, threshold: float, version: str
+    customers: Sequence[Customer],
+    probabilities: np.ndarray,
+    threshold: float,
+    version: str,
+    top_factors: Sequence[list[Factor]] | None = None,
 ) -> list[ChurnPrediction]:
-    """Apply the decision rule and the risk bands to the model's probabilities."""
+    """Apply the decision rule and the risk bands to the model's probabilities (and attach
+    each customer's factors when given)."""
     outcome = outcome_columns(probabilities, threshold, version)
+    factors: Sequence[list[Factor]] = (
+        top_factors if top_factors is not None else [[] for _ in customers]
+    )
     return [
         ChurnPrediction(
             customer_id=c.customer_id,
@@ -225,12 +268,14 @@ def predictions_from_probabilities(
             churn=decided,
             risk_band=band,
             model_version=version,
+            top_factors=f,
         )
-        for c, p, decided, band in zip(
+        for c, p, decided, band, f in zip(
             customers,
             outcome["churn_probability"].tolist(),
             outcome["churn"].tolist(),
             outcome["risk_band"].tolist(),
+            factors,
             strict=True,
         )
     ]
@@ -252,11 +297,22 @@ def mlflow_signature() -> Any:
 
 
 def score(
-    model: Any, customers: Sequence[Customer], threshold: float, version: str
+    model: Any,
+    customers: Sequence[Customer],
+    threshold: float,
+    version: str,
+    explainer: LinearExplainer | None = None,
 ) -> list[ChurnPrediction]:
     """Score customers with a loaded predictor (`registry.ServedModel.predictor`, which takes
-    feature columns) and apply the version's decision rule."""
+    feature columns) and apply the version's decision rule; with an explainer, each prediction
+    carries its `TOP_FACTORS` top factors. No DataFrame on this path."""
     if not customers:
         return []
-    probabilities = model.predict_proba(columns(customers))[:, 1]
-    return predictions_from_probabilities(customers, probabilities, threshold, version)
+    features = columns(customers)
+    probabilities = model.predict_proba(features)[:, 1]
+    factors = (
+        None
+        if explainer is None
+        else explainer.top_factors(features, TOP_FACTORS, records=customers)
+    )
+    return predictions_from_probabilities(customers, probabilities, threshold, version, factors)

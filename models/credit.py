@@ -14,15 +14,19 @@ API rejects them as unknown fields.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.explain import Factor
 from models.fields import EntityId, feature_columns
+
+if TYPE_CHECKING:
+    from models.explain import LinearExplainer
 
 SEGMENT_MODEL = "credit-segment"
 APPROVAL_MODEL = "credit-approval"
@@ -53,6 +57,13 @@ MONOTONIC: dict[str, int] = {"reports": -1, "income": +1}
 CAUTIOUS_GAP = 0.10
 #: ...and their applicants need this much more approval probability than the threshold.
 CAUTIOUS_MARGIN = 0.10
+
+#: How many factors an evaluation carries (`CreditEvaluation.factors`)...
+TOP_FACTORS = 3
+#: ...and at most how many of those pushing toward the outcome become reasons. An approval score
+#: keeps this many each way, so its first `TOP_FACTORS` are the overall top ones as long as
+#: TOP_FACTORS <= REASON_FACTORS.
+REASON_FACTORS = 3
 
 #: Columns the file route adds to an uploaded table, in this order.
 OUTPUT_COLUMNS: tuple[str, ...] = (
@@ -100,6 +111,12 @@ class CreditEvaluation(BaseModel):
     segment_name: str
     reasons: list[str] = Field(description="Human-readable grounds, the decisive one first")
     model_versions: dict[str, str]
+    factors: list[Factor] = Field(
+        default_factory=list,
+        description=f"The (up to {TOP_FACTORS}) inputs that moved the approval probability "
+        "most, either way, against the approval model version's reference population, largest "
+        "first; empty when the served version has no explainer",
+    )
 
 
 class SegmentAssignment(BaseModel):
@@ -128,6 +145,12 @@ class ApprovalScore(BaseModel):
     approval_probability: float
     threshold: float
     model_version: str
+    factors: list[Factor] = Field(
+        default_factory=list,
+        description=f"The (up to {REASON_FACTORS}) inputs that raised and the (up to "
+        f"{REASON_FACTORS}) that lowered the approval log-odds most, largest |contribution| "
+        "first (empty without an explainer)",
+    )
 
 
 #: Every name a column may carry in an upload, mapped to the field (AER names are the fields).
@@ -246,25 +269,48 @@ def _money(income: float) -> str:
     return f"${income * 10_000:,.0f}"
 
 
-def decide(
-    applicant: Applicant,
-    segment: SegmentAssignment,
-    approval: ApprovalScore,
-) -> CreditEvaluation:
-    """Combine the approval probability with the segment rule; explain the outcome in words."""
-    required = required_probability(segment, approval.threshold)
-    probability = approval.approval_probability
-    eligible = probability >= required
-    reasons = [
-        f"approval probability {probability:.2f} "
-        f"{'meets' if eligible else 'is below'} the required {required:.2f}"
-    ]
-    if segment.cautious:
-        reasons.append(
-            f"segment '{segment.segment_name}' has a {segment.segment_approval_rate:.0%} "
-            f"historical approval rate (overall {segment.overall_approval_rate:.0%}): "
-            "a stricter threshold applies"
-        )
+def _count(value: Any, noun: str, none: str | None = None) -> str:
+    """`2 derogatory reports`, `1 derogatory report`, `no derogatory reports`."""
+    count = round(float(value))
+    if count == 0 and none is not None:
+        return none
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _number(value: Any) -> str:
+    return f"{float(value):g}"
+
+
+#: How each approval feature's value reads in a reason (the subject of "... raised/lowered").
+_FACTOR_PHRASES: dict[str, Callable[[Any], str]] = {
+    "reports": lambda v: _count(v, "derogatory report", "no derogatory reports"),
+    "age": lambda v: f"age {_number(v)}",
+    "income": lambda v: f"income {_money(float(v))}",
+    "owner": lambda v: "owning a home" if v else "not owning a home",
+    "selfemp": lambda v: "being self-employed" if v else "not being self-employed",
+    "dependents": lambda v: _count(v, "dependent", "no dependents"),
+    "months": lambda v: f"{_count(v, 'month')} at the current address",
+    "majorcards": lambda v: _count(v, "major credit card", "no major credit card"),
+    "active": lambda v: _count(v, "active credit account", "no active credit accounts"),
+}
+
+
+def factor_reason(factor: Factor) -> str:
+    """`2 derogatory reports lowered the approval odds (-1.10)`."""
+    phrase = _FACTOR_PHRASES.get(factor.feature)
+    if factor.value is None:
+        subject = f"unknown {factor.feature}"
+    elif phrase is None:
+        subject = f"{factor.feature} {factor.value}"
+    else:
+        subject = phrase(factor.value)
+    verb = "raised" if factor.direction == "raises" else "lowered"
+    return f"{subject} {verb} the approval odds ({factor.contribution:+.2f})"
+
+
+def _rule_reasons(applicant: Applicant, segment: SegmentAssignment) -> list[str]:
+    """Hand-written reasons, for an approval score without factors (no explainer)."""
+    reasons: list[str] = []
     if applicant.reports:
         plural = "s" if applicant.reports != 1 else ""
         reasons.append(f"{applicant.reports} derogatory report{plural}")
@@ -278,6 +324,40 @@ def decide(
         reasons.append("no active credit accounts")
     if applicant.majorcards == 0:
         reasons.append("holds no major credit card")
+    return reasons
+
+
+def decide(
+    applicant: Applicant,
+    segment: SegmentAssignment,
+    approval: ApprovalScore,
+) -> CreditEvaluation:
+    """Combine the approval probability with the segment rule; explain the outcome in words.
+
+    After the probability-vs-required sentence (and the cautious-segment one), the reasons are
+    the approval model's factors that pushed toward the outcome, strongest first: those that
+    lowered the probability most for a decline, raised it most for an approval. Without
+    factors (no explainer) they are the hand-written rules of `_rule_reasons`.
+    """
+    required = required_probability(segment, approval.threshold)
+    probability = approval.approval_probability
+    eligible = probability >= required
+    reasons = [
+        f"approval probability {probability:.2f} "
+        f"{'meets' if eligible else 'is below'} the required {required:.2f}"
+    ]
+    if segment.cautious:
+        reasons.append(
+            f"segment '{segment.segment_name}' has a {segment.segment_approval_rate:.0%} "
+            f"historical approval rate (overall {segment.overall_approval_rate:.0%}): "
+            "a stricter threshold applies"
+        )
+    if approval.factors:
+        toward = "raises" if eligible else "lowers"
+        decisive = [f for f in approval.factors if f.direction == toward][:REASON_FACTORS]
+        reasons += [factor_reason(f) for f in decisive]
+    else:
+        reasons += _rule_reasons(applicant, segment)
     return CreditEvaluation(
         applicant_id=applicant.applicant_id,
         eligible=eligible,
@@ -289,6 +369,7 @@ def decide(
             SEGMENT_MODEL: segment.model_version,
             APPROVAL_MODEL: approval.model_version,
         },
+        factors=approval.factors[:TOP_FACTORS],
     )
 
 
@@ -322,15 +403,33 @@ class CreditAssessment(BaseModel):
 
 
 def score_approval(
-    model: Any, applicants: Sequence[Applicant], threshold: float, version: str
+    model: Any,
+    applicants: Sequence[Applicant],
+    threshold: float,
+    version: str,
+    explainer: LinearExplainer | None = None,
 ) -> list[ApprovalScore]:
-    """Approval probabilities from a loaded `credit-approval` pipeline."""
+    """Approval probabilities from a loaded `credit-approval` pipeline; with the version's
+    explainer, the strongest factors each way too (`decide` words its reasons from them)."""
     if not applicants:
         return []
-    probabilities = model.predict_proba(columns(applicants))[:, 1]
+    features = columns(applicants)
+    probabilities = model.predict_proba(features)[:, 1]
+    factors: Sequence[list[Factor]] = (
+        [[] for _ in applicants]
+        if explainer is None
+        else explainer.top_factors(
+            features, len(FEATURES), records=applicants, per_direction=REASON_FACTORS
+        )
+    )
     return [
-        ApprovalScore(approval_probability=float(p), threshold=threshold, model_version=version)
-        for p in probabilities
+        ApprovalScore(
+            approval_probability=float(p),
+            threshold=threshold,
+            model_version=version,
+            factors=f,
+        )
+        for p, f in zip(probabilities.tolist(), factors, strict=True)
     ]
 
 

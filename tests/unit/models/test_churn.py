@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from models import churn
+from models import churn, fastpath
+from models.explain import LinearExplainer
+from training import churn as churn_training
+from training.data import load_churn
 
 SNAKE = {
     "customer_id": "7590-VHVEG",
@@ -181,3 +184,104 @@ def test_every_alias_maps_to_a_field() -> None:
     assert set(churn.COLUMN_ALIASES.values()) == set(churn.Customer.model_fields)
     assert churn.COLUMN_ALIASES["TotalCharges"] == "total_charges"
     assert churn.COLUMN_ALIASES["customerID"] == "customer_id"
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[fastpath.CompiledPipeline, LinearExplainer, pd.DataFrame]:
+    """A small real churn model: its compiled predictor, its explainer and its data."""
+    data = load_churn(sample=1500, seed=3)
+    pipeline = churn_training.build_pipeline(0.3, 0).fit(data.features, data.target)
+    compiled, reason = fastpath.compile_pipeline(pipeline)
+    assert compiled is not None, reason
+    return compiled, LinearExplainer.from_pipeline(pipeline, data.features), data.features
+
+
+def _customers() -> list[churn.Customer]:
+    return [
+        churn.Customer.model_validate(SNAKE),
+        churn.Customer.model_validate(
+            {**SNAKE, "contract": "Two year", "tenure": 60, "total_charges": None}
+        ),
+    ]
+
+
+def test_old_callers_still_validate_a_prediction_without_factors() -> None:
+    prediction = churn.ChurnPrediction(
+        customer_id=None, churn_probability=0.5, churn=True, risk_band="medium", model_version="1"
+    )
+    assert prediction.top_factors == []
+
+
+def test_score_with_an_explainer_carries_the_top_factors(fitted) -> None:
+    predictor, explainer, _ = fitted
+    customers = _customers()
+    plain = churn.score(predictor, customers, 0.5, "3")
+    explained = churn.score(predictor, customers, 0.5, "3", explainer=explainer)
+    assert all(p.top_factors == [] for p in plain)
+    without = [p.model_dump(exclude={"top_factors"}) for p in explained]
+    assert without == [p.model_dump(exclude={"top_factors"}) for p in plain]
+    contributions = explainer.contributions(churn.columns(customers))
+    for prediction, row in zip(explained, contributions, strict=True):
+        assert len(prediction.top_factors) == churn.TOP_FACTORS
+        sizes = [abs(f.contribution) for f in prediction.top_factors]
+        assert sizes == sorted(sizes, reverse=True)
+        assert sizes[0] == round(float(np.abs(row).max()), 4)
+        # Exact: the contributions and the baseline give back the answered probability.
+        log_odds = explainer.baseline_log_odds + row.sum()
+        assert prediction.churn_probability == pytest.approx(1 / (1 + math.exp(-log_odds)))
+    # The customer's own input values, as sent (None for the blank total_charges).
+    everything = explainer.top_factors(churn.columns(customers), 19, records=customers)[1]
+    assert {f.feature: f.value for f in everything}["total_charges"] is None
+    assert {f.feature: f.value for f in everything}["tenure"] == 60
+
+
+def test_score_builds_no_dataframe(fitted, monkeypatch: pytest.MonkeyPatch) -> None:
+    predictor, explainer, _ = fitted
+
+    class NoFrames(pd.DataFrame):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("a DataFrame on the single-record path")
+
+    monkeypatch.setattr(pd, "DataFrame", NoFrames)
+    (prediction,) = churn.score(predictor, _customers()[:1], 0.5, "3", explainer=explainer)
+    assert prediction.top_factors
+
+
+def test_score_frame_adds_the_factors_column_only_with_an_explainer(fitted) -> None:
+    predictor, explainer, features = fitted
+    frame = features.head(25).reset_index(drop=True)
+    plain = churn.score_frame(predictor, frame, 0.5, "3")
+    explained = churn.score_frame(predictor, frame, 0.5, "3", explainer)
+    assert tuple(plain.columns) == churn.OUTPUT_COLUMNS
+    assert tuple(explained.columns) == (*churn.OUTPUT_COLUMNS, churn.FACTORS_COLUMN)
+    pd.testing.assert_frame_equal(explained[list(churn.OUTPUT_COLUMNS)], plain)
+    # The same factors as the record path gives the same customers.
+    customers = [churn.Customer.model_validate(r) for r in frame.to_dict("records")]
+    records = churn.score(predictor, customers, 0.5, "3", explainer=explainer)
+    for text, record in zip(explained[churn.FACTORS_COLUMN], records, strict=True):
+        parsed = [part.rsplit(" ", 1) for part in text.split("; ")]
+        assert [(name.split("=", 1)[0], float(c)) for name, c in parsed] == [
+            (f.feature, round(f.contribution, 2)) for f in record.top_factors
+        ]
+
+
+def test_factor_text_reads_feature_value_and_contribution(fitted) -> None:
+    _, explainer, _ = fitted
+    customers = _customers()
+    features = churn.to_frame(customers)
+    (text,) = explainer.top_factor_texts(features.tail(1), len(churn.FEATURES))
+    parts = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in text.split("; ")}
+    assert parts["total_charges"].startswith("missing ")
+    assert parts["contract"].startswith("Two year ")
+    assert parts["tenure"].startswith("60 ")  # the float64 column, without a trailing .0
+    assert parts["partner"].startswith("1 ")  # binary features are 0/1 columns in a file
+    assert all(p.rsplit(" ", 1)[1][0] in "+-" for p in parts.values())
+
+
+def test_outcome_frame_takes_factor_texts() -> None:
+    probabilities = np.array([0.1, 0.9])
+    outcome = churn.outcome_frame(probabilities, 0.5, "2", ["tenure=1 +0.50", ""])
+    assert tuple(outcome.columns) == (*churn.OUTPUT_COLUMNS, churn.FACTORS_COLUMN)
+    assert outcome[churn.FACTORS_COLUMN].tolist() == ["tenure=1 +0.50", ""]
+    with pytest.raises(ValueError, match="1 factor texts for 2 rows"):
+        churn.outcome_columns(probabilities, 0.5, "2", ["x"])
