@@ -104,7 +104,9 @@ class ChurnModel:
         """One batch (requests coalesced by the entry service, or a chunk of an uploaded file)."""
         self.calls.add(len(customers))
         served = self.live.current.champion  # read once: the version reported is the one used
-        return churn.score(served.predictor, customers, served.threshold, served.version)
+        return churn.score(
+            served.predictor, customers, served.threshold, served.version, served.explainer
+        )
 
     @bentoml.api
     def predict_frame(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +114,9 @@ class ChurnModel:
         no record per row on either side of the hop (`churn.outcome_frame` columns back)."""
         self.calls.add(len(features))
         served = self.live.current.champion
-        return churn.score_frame(served.predictor, features, served.threshold, served.version)
+        return churn.score_frame(
+            served.predictor, features, served.threshold, served.version, served.explainer
+        )
 
     @bentoml.api
     def shadow(self, customers: list[churn.Customer]) -> list[churn.ChurnPrediction]:
@@ -121,7 +125,11 @@ class ChurnModel:
         if challenger is None:
             return []
         return churn.score(
-            challenger.predictor, customers, challenger.threshold, challenger.version
+            challenger.predictor,
+            customers,
+            challenger.threshold,
+            challenger.version,
+            challenger.explainer,
         )
 
     @bentoml.api

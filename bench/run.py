@@ -61,8 +61,11 @@ SERVERS = {
 }
 #: Variants of ClientInsight run at the highest client count only: the same service, other
 #: settings (what an operator might try first on the same machine).
+NO_EXPLANATIONS = "clientinsight, explanations off"
 VARIANTS: dict[str, dict[str, str]] = {
     "clientinsight, 2 API workers": {"CLIENTINSIGHT_API_WORKERS": "2"},
+    # What per-prediction explanations (churn top_factors, credit reasons) cost.
+    NO_EXPLANATIONS: {"CLIENTINSIGHT_EXPLANATIONS": "false"},
 }
 
 
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    results: dict[str, Any] = {"load": {}, "ready_s": {}, "files": {}}
+    results: dict[str, Any] = {"load": {}, "ready_s": {}, "files": {}, "variant_files": {}}
     work = Path(tempfile.mkdtemp(prefix="clientinsight-bench-"))
     body = work / "body.json"
     body.write_text(json.dumps({"customers": [SNAKE]}))
@@ -300,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                 for n in counts:
                     print(f"{name}: {n} clients for {args.seconds}s ...", flush=True)
                     results["load"][(name, n)] = wrk(url, n, args.seconds, body)
+                if name == NO_EXPLANATIONS:
+                    results["variant_files"][name] = file_rows_per_s(
+                        url, uploads[(10000, "csv")], 10000
+                    )
                 if name == "clientinsight":
                     for (rows, fmt), data in uploads.items():
                         results["files"][(rows, fmt)] = file_rows_per_s(url, data, rows)
@@ -341,6 +348,22 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {name} | {n} | {r['ok_rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['non_2xx']:.0f} | {r['ok_rps'] / naive:.2f}x | {r['ok_rps'] / stock:.2f}x |"
         )
+    if NO_EXPLANATIONS in results["variant_files"]:
+        top = max(n for _, n in load)
+        with_rps, without_rps = load[("clientinsight", top)], load[(NO_EXPLANATIONS, top)]
+        with_file = results["files"][(10000, "csv")]
+        without_file = results["variant_files"][NO_EXPLANATIONS]
+        lines += [
+            "",
+            "## Explanations: with vs without (churn top_factors, credit reasons)",
+            "",
+            "| measure | with | without | with / without |",
+            "|---|---|---|---|",
+            f"| {top} clients, ok req/s | {with_rps['ok_rps']:.0f} | "
+            f"{without_rps['ok_rps']:.0f} | {with_rps['ok_rps'] / without_rps['ok_rps']:.2f}x |",
+            f"| 10,000-row CSV file, rows/s | {with_file:.0f} | {without_file:.0f} | "
+            f"{with_file / without_file:.2f}x |",
+        ]
     limit = results["in_process"]
     lines += [
         "",

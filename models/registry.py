@@ -49,6 +49,10 @@ class ServedModel:
     #: "fast" or "pipeline", and why (parity figure or the reason for falling back).
     inference_path: str = "pipeline"
     inference_note: str = ""
+    #: Per-prediction contributions (`models/explain.py`), None for a model it cannot explain
+    #: (k-means) or when explanations are off; `explanation_note` says which and why.
+    explainer: Any = field(repr=False, default=None)
+    explanation_note: str = ""
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -67,6 +71,11 @@ class ServedModel:
             "decision_threshold": self.threshold,
             "inference_path": self.inference_path,
             "inference_note": self.inference_note,
+            "explanations": (
+                self.explainer.describe()
+                if self.explainer is not None
+                else {"status": "off", "reason": self.explanation_note}
+            ),
             "loaded_at": self.loaded_at.isoformat(),
         }
 
@@ -159,7 +168,9 @@ def load(
             return dataclasses.replace(loaded, alias=alias)
     run = client.get_run(version.run_id)
     model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
-    predictor, path, note = _choose_predictor(model, str(version.run_id))
+    reference = _evaluation_set(str(version.run_id))
+    predictor, path, note = _choose_predictor(model, reference)
+    explainer, why_not = _explainer(model, reference, settings)
     served = ServedModel(
         name=name,
         alias=alias,
@@ -172,6 +183,8 @@ def load(
         predictor=predictor,
         inference_path=path,
         inference_note=note,
+        explainer=explainer,
+        explanation_note=why_not,
     )
     log.info(
         "loaded %s version %s (@%s, run %s), %s path: %s",
@@ -185,25 +198,43 @@ def load(
     return served
 
 
-def _choose_predictor(model: Any, run_id: str) -> tuple[Any, str, str]:
-    """The compiled fast path if it matches the pipeline on the stored evaluation set."""
+def _evaluation_set(run_id: str) -> Any:
+    """The run's stored evaluation set (`evaluation/holdout.parquet`), None if it has none."""
     import mlflow.artifacts
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evaluation/holdout.parquet"
+        )
+    except (MlflowException, OSError):
+        return None
+    return pd.read_parquet(local)
+
+
+def _explainer(model: Any, reference: Any, settings: ModelSettings) -> tuple[Any, str]:
+    """The version's explainer, its baseline the stored evaluation set; (None, why) if none."""
+    from models.explain import explainer_for
+
+    if not settings.explanations:
+        return None, "CLIENTINSIGHT_EXPLANATIONS=false"
+    if reference is None:
+        return None, "no stored evaluation set to take the baseline from"
+    return explainer_for(model, reference)
+
+
+def _choose_predictor(model: Any, reference: Any) -> tuple[Any, str, str]:
+    """The compiled fast path if it matches the pipeline on the stored evaluation set."""
     from models import fastpath
 
     compiled, reason = fastpath.compile_pipeline(model)
     fallback = fastpath.FramePipeline(model)
     if compiled is None:
         return fallback, "pipeline", reason
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="evaluation/holdout.parquet"
-        )
-    except (MlflowException, OSError):
+    if reference is None:
         return fallback, "pipeline", "no stored evaluation set to verify the fast path on"
-    frame = pd.read_parquet(local)[list(model.feature_names_in_)]
+    frame = reference[list(model.feature_names_in_)]
     difference = fastpath.verify(compiled, model, frame)
     if difference > fastpath.PARITY_TOLERANCE:
         log.warning("fast path differs from the pipeline by %g: serving the pipeline", difference)

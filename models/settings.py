@@ -39,6 +39,8 @@ class ModelSettings(BaseSettings):
     challenger_alias: str = Field(
         default="challenger", validation_alias="CLIENTINSIGHT_CHALLENGER_ALIAS"
     )
+    #: Churn `top_factors` and credit reasons from each prediction's feature contributions.
+    explanations: bool = Field(default=True, validation_alias="CLIENTINSIGHT_EXPLANATIONS")
     #: Seconds between two looks at the registry's aliases in each model worker; 0: no reload.
     reload_interval_s: float = Field(
         default=10.0, ge=0, validation_alias="CLIENTINSIGHT_RELOAD_INTERVAL_S"

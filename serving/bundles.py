@@ -78,8 +78,9 @@ class CreditPair:
         segments = credit.assign_segments(
             self.segment.predictor, self.segmentation, applicants, self.segment.version
         )
+        approval = self.approval
         approvals = credit.score_approval(
-            self.approval.predictor, applicants, self.approval.threshold, self.approval.version
+            approval.predictor, applicants, approval.threshold, approval.version, approval.explainer
         )
         return [
             credit.CreditAssessment(segment=s, approval=a)

@@ -144,8 +144,12 @@ def test_ibm_csv_file_comes_back_scored(sqlite_server: Server, telco_csv: Path) 
         "churn",
         "risk_band",
         "model_version",
+        "top_factors",
     ]
     pd.testing.assert_frame_equal(scored[original.columns], original)
+    # Up to three "feature=value +0.00" entries per row, the strongest first.
+    first = scored["top_factors"].iloc[0].split("; ")
+    assert 1 <= len(first) <= 3 and all("=" in f for f in first)
     assert set(scored["risk_band"]) <= {"low", "medium", "high"}
     assert set(scored["model_version"]) == {"1"}
     probabilities = scored["churn_probability"].astype(float)
