@@ -152,7 +152,7 @@ def test_versions_trained_on_other_rows_are_not_judged_on_rows_one_of_them_train
     assert other is not None
     shared = promotion.evaluation_rows("churn", [other, before], store)
     assert len(shared) < promotion.MIN_SHARED_ROWS
-    with pytest.raises(promotion.NoSharedEvaluationSet, match="share .* hold-out rows"):
+    with pytest.raises(promotion.NoSharedEvaluationSet, match=r"share .* hold-out rows"):
         promotion.promote("churn", other, settings=store)
     assert _champion(store) == before
     forced = promotion.promote("churn", other, force=True, settings=store)
