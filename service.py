@@ -315,6 +315,7 @@ class ClientInsight:
             ),
             sample=settings.shadow_sample,
             max_pending=settings.shadow_max_pending,
+            idle_s=settings.reload_interval_s,
         )
         self.credit_shadow: Shadow[credit.Applicant, credit.CreditAssessment] = Shadow(
             "credit",
@@ -332,6 +333,7 @@ class ClientInsight:
             ),
             sample=settings.shadow_sample,
             max_pending=settings.shadow_max_pending,
+            idle_s=settings.reload_interval_s,
         )
         tuning.tune_garbage_collector()
 

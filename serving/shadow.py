@@ -55,10 +55,13 @@ class Shadow(Generic[In, Out]):
         sample: float,
         max_pending: int,
         max_batch_size: int = 256,
+        idle_s: float = 0.0,
         chance: Callable[[], float] = random.random,
     ) -> None:
         """`call(batch)` returns the challenger's outputs, or an empty list when there is no
-        challenger; `store(items, outputs, champion, started)` persists them."""
+        challenger; `store(items, outputs, champion, started)` persists them. After an empty
+        answer nothing is sampled for `idle_s` (the model workers' reload interval: a new
+        challenger cannot appear sooner), so a service without one pays for no shadow calls."""
         self.family = family
         self.sample = sample
         self.max_pending = max_pending
@@ -67,6 +70,8 @@ class Shadow(Generic[In, Out]):
         self._chance = chance
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_log = 0.0
+        self._idle_s = idle_s
+        self._idle_until = 0.0
         self._batcher: MicroBatcher[In, Out | None] = MicroBatcher(
             lambda batch: self._padded(call, batch), max_batch_size=max_batch_size, max_in_flight=1
         )
@@ -82,6 +87,8 @@ class Shadow(Generic[In, Out]):
         """Maybe shadow this request (`champion`: its stored rows); never waits."""
         if self.sample <= 0 or self._chance() >= self.sample:
             return False
+        if self._idle_until and time.monotonic() < self._idle_until:
+            return False
         self.stats.sampled += len(items)
         if self.stats.pending + len(items) > self.max_pending:
             self.stats.skipped += len(items)
@@ -96,9 +103,12 @@ class Shadow(Generic[In, Out]):
         started = time.perf_counter()
         try:
             outputs = await self._batcher.submit(items)
-            if outputs and outputs[0] is not None:  # None: no challenger right now
+            if outputs and outputs[0] is not None:
+                self._idle_until = 0.0
                 self._store(items, [o for o in outputs if o is not None], champion, started)
                 self.stats.scored += len(items)
+            else:  # no challenger right now
+                self._idle_until = time.monotonic() + self._idle_s
         except Exception as exc:
             self.stats.failed += len(items)
             now = time.monotonic()

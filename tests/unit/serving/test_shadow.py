@@ -106,3 +106,20 @@ def test_no_challenger_stores_nothing_and_a_failure_is_only_counted() -> None:
         assert failing.stats.failed == 2 and failing.stats.pending == 0 and stored.blocks == []
 
     asyncio.run(main())
+
+
+def test_without_a_challenger_nothing_is_sampled_for_one_reload_interval() -> None:
+    async def main() -> None:
+        challenger, stored = Challenger(present=False), Stored()
+        shadow = _shadow(challenger, stored, idle_s=0.2)
+        assert shadow.offer([1], "a")
+        await shadow.drain()
+        assert not shadow.offer([2], "b") and len(challenger.calls) == 1
+        await asyncio.sleep(0.25)
+        challenger.present = True  # a challenger was promoted meanwhile
+        assert shadow.offer([3], "c")
+        await shadow.drain()
+        assert stored.blocks == [([3], [300], "c")]
+        assert shadow.offer([4], "d")  # answered: sampling goes on without pause
+
+    asyncio.run(main())
