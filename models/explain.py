@@ -21,9 +21,9 @@ runs, so treat them as upper bounds). Churn: 19 features, 41 transformed columns
 | `predict_proba` alone                   | 0.07 ms         | 12 ms (1.2 us)               |
 | `contributions` (NumPy only)            | 0.08 ms         | 13 ms (1.3 us)               |
 | `top_factors(k=3)` (`Factor` objects)   | 0.11 ms         | 106 ms (10.6 us)             |
-| `top_factor_texts(k=3)` (a file column) | 0.12 ms         | 61 ms (6.1 us)               |
+| `top_factor_texts(k=3)` (a file column) | 0.12 ms         | 33 ms (3.3 us)               |
 | `churn.score`, without -> with          | 0.12 -> 0.24 ms | 44 -> 140 ms (4.4 -> 14 us)  |
-| `churn.score_frame`, without -> with    | -               | 15 -> 80 ms (1.5 -> 8 us)    |
+| `churn.score_frame`, without -> with    | -               | 12 -> 48 ms (1.2 -> 4.8 us)  |
 
 Credit approval (9 features, `per_direction=3`): `score_approval` 0.03 -> 0.09 ms for one
 applicant, 30 -> 170 ms for 10,000. On the pipeline fallback (no fast path) `contributions`
