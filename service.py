@@ -135,7 +135,12 @@ class ChurnModel:
     @bentoml.api
     def describe(self) -> list[dict[str, Any]]:
         bundle = self.live.current
-        worker = {"model_worker_calls": self.calls.as_dict(), "reload": self.live.status()}
+        worker = {
+            "model_worker_calls": self.calls.as_dict(),
+            "reload": self.live.status(),
+            # Kept loaded: promoting it back (a rollback) swaps without loading.
+            "standby_version": bundle.standby.version if bundle.standby else None,
+        }
         served = [bundle.champion, bundle.challenger]
         return [{**model.describe(), **worker} for model in served if model is not None]
 
@@ -177,7 +182,11 @@ class CreditModels:
     @bentoml.api
     def describe(self) -> list[dict[str, Any]]:
         bundle = self.live.current
-        worker = {"model_worker_calls": self.calls.as_dict(), "reload": self.live.status()}
+        worker = {
+            "model_worker_calls": self.calls.as_dict(),
+            "reload": self.live.status(),
+            "standby_versions": bundle.standby.versions if bundle.standby else None,
+        }
         described: list[dict[str, Any]] = []
         for pair in (bundle.champion, bundle.challenger):
             if pair is None:

@@ -3,7 +3,8 @@
 A bundle holds the champion and, when the registry has one, the challenger; `versions` is the
 tuple of versions it holds, compared with `watch_*` (what the aliases point to now) to decide
 whether to reload. Loading reuses what the previous bundle already holds, so promoting the
-challenger to champion swaps without loading anything.
+challenger to champion swaps without loading anything, and so does a rollback: the champion a
+promotion replaced stays in memory as the bundle's `standby` (one extra model per family).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def _challenger(
 class ChurnBundle:
     champion: ServedModel
     challenger: ServedModel | None
+    #: The champion this one replaced, kept loaded so that a rollback is a swap.
+    standby: ServedModel | None = None
 
     @property
     def versions(self) -> Hashable:
@@ -48,10 +51,15 @@ class ChurnBundle:
 
     @classmethod
     def load(cls, previous: ChurnBundle | None, settings: ModelSettings) -> ChurnBundle:
-        reuse = (previous.champion, previous.challenger) if previous else ()
+        reuse = (previous.champion, previous.challenger, previous.standby) if previous else ()
+        champion = registry.load(churn.MODEL_NAME, settings.serving_alias, settings, reuse=reuse)
+        standby = previous.standby if previous else None
+        if previous and previous.champion.version != champion.version:
+            standby = previous.champion
         return cls(
-            champion=registry.load(churn.MODEL_NAME, settings.serving_alias, settings, reuse=reuse),
+            champion=champion,
             challenger=_challenger(churn.MODEL_NAME, settings, reuse, starting=previous is None),
+            standby=standby,
         )
 
 
@@ -73,6 +81,10 @@ class CreditPair:
         profiles = registry.load_json_artifact(segment, "segments.json")
         return cls(segment, credit.Segmentation.from_dict(profiles), approval)
 
+    @property
+    def versions(self) -> tuple[str, str]:
+        return (self.segment.version, self.approval.version)
+
     def assess(self, applicants: Sequence[credit.Applicant]) -> list[credit.CreditAssessment]:
         """Both models on one batch: segment and approval probability per applicant."""
         segments = credit.assign_segments(
@@ -93,18 +105,17 @@ class CreditBundle:
     champion: CreditPair
     #: Either model's challenger with the other's champion; None when neither has one.
     challenger: CreditPair | None
+    #: The champion pair this one replaced, kept loaded so that a rollback is a swap.
+    standby: CreditPair | None = None
 
     @property
     def versions(self) -> Hashable:
-        pairs = (self.champion, self.challenger)
-        return tuple(
-            None if pair is None else (pair.segment.version, pair.approval.version)
-            for pair in pairs
-        )
+        return tuple(None if p is None else p.versions for p in (self.champion, self.challenger))
 
     @classmethod
     def load(cls, previous: CreditBundle | None, settings: ModelSettings) -> CreditBundle:
-        pairs = [p for p in (previous.champion, previous.challenger) if p] if previous else []
+        held = (previous.champion, previous.challenger, previous.standby) if previous else ()
+        pairs = [p for p in held if p]
         reuse = [m for p in pairs for m in (p.segment, p.approval)]
         starting = previous is None
         segment = registry.load(credit.SEGMENT_MODEL, settings.serving_alias, settings, reuse=reuse)
@@ -119,7 +130,10 @@ class CreditBundle:
             challenger = CreditPair.of(
                 challenger_segment or segment, challenger_approval or approval, [champion, *pairs]
             )
-        return cls(champion, challenger)
+        standby = previous.standby if previous else None
+        if previous and previous.champion.versions != champion.versions:
+            standby = previous.champion
+        return cls(champion, challenger, standby)
 
 
 def watch(settings: ModelSettings, *names: str) -> Callable[[], Hashable]:

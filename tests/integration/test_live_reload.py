@@ -205,6 +205,7 @@ def test_shadow_promote_and_roll_back_under_load_without_a_failed_request(
     assert datetime.fromisoformat(champion["loaded_at"]) <= promoted_at  # loaded as challenger
     assert champion["reload"]["swaps"] >= 2 and champion["reload"]["last_error"] is None
     assert ("churn", "challenger") not in listed
+    assert champion["standby_version"] == "1"  # kept loaded: the rollback below loads nothing
 
     # Both churn workers swapped on their own (each logs its swaps).
     log = server.log()
