@@ -332,12 +332,7 @@ class ClientInsight:
             lambda applicants, assessments, champion, started: self._persist_shadow(
                 credit,
                 champion,
-                record_columns(
-                    [
-                        credit.decide(applicant, a.segment, a.approval)
-                        for applicant, a in zip(applicants, assessments, strict=True)
-                    ]
-                ),
+                record_columns(credit.decide_all(applicants, assessments)),
                 started,
             ),
             sample=settings.shadow_sample,
@@ -387,6 +382,31 @@ class ClientInsight:
                 },
             ) from exc
 
+    @staticmethod
+    def _block(
+        contract: Any,
+        request_id: str,
+        source: str,
+        inputs: Mapping[str, Column],
+        outputs: Mapping[str, Column],
+        started: float,
+        shadow_of: list[str] | None = None,
+    ) -> PredictionBlock:
+        """One request's rows as the `contract` (churn or credit) indexes them."""
+        return prediction_block(
+            model_name=contract.DECISION_NAME,
+            primary_model=contract.PRIMARY_MODEL,
+            request_id=request_id,
+            source=source,
+            inputs=inputs,
+            outputs=outputs,
+            entity_field=contract.ENTITY_FIELD,
+            score_field=contract.SCORE_FIELD,
+            label_field=contract.LABEL_FIELD,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            shadow_of=shadow_of,
+        )
+
     def _persist(
         self,
         contract: Any,
@@ -396,18 +416,7 @@ class ClientInsight:
         started: float,
     ) -> PredictionBlock:
         """Hand one request's rows to the writer (never blocks); the rows, with their ids."""
-        block = prediction_block(
-            model_name=contract.DECISION_NAME,
-            primary_model=contract.PRIMARY_MODEL,
-            request_id=str(uuid.uuid4()),
-            source=source,
-            inputs=inputs,
-            outputs=outputs,
-            entity_field=contract.ENTITY_FIELD,
-            score_field=contract.SCORE_FIELD,
-            label_field=contract.LABEL_FIELD,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+        block = self._block(contract, str(uuid.uuid4()), source, inputs, outputs, started)
         self.writer.submit(block)
         return block
 
@@ -425,18 +434,8 @@ class ClientInsight:
         reach a worker whose challenger is the version that already answered the request.
         Such a shadow compares a version with itself and is not stored.
         """
-        shadow = prediction_block(
-            model_name=contract.DECISION_NAME,
-            primary_model=contract.PRIMARY_MODEL,
-            request_id=champion.request_id,
-            source=champion.source,
-            inputs={},
-            outputs=outputs,
-            entity_field=contract.ENTITY_FIELD,
-            score_field=contract.SCORE_FIELD,
-            label_field=contract.LABEL_FIELD,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            shadow_of=champion.ids,
+        shadow = self._block(
+            contract, champion.request_id, champion.source, {}, outputs, started, champion.ids
         )
         if len(shadow) and shadow.model_versions[0] != champion.model_versions[0]:
             self.writer.submit(shadow)
@@ -495,10 +494,7 @@ class ClientInsight:
             assessments = await self._call("credit", lambda: self.credit_batcher.submit(applicants))
         except Answer as answer:
             return answer.respond(ctx)
-        evaluations = [
-            credit.decide(applicant, a.segment, a.approval)
-            for applicant, a in zip(applicants, assessments, strict=True)
-        ]
+        evaluations = credit.decide_all(applicants, assessments)
         block = self._persist(
             credit, "api", record_columns(applicants), record_columns(evaluations), started
         )
@@ -522,10 +518,7 @@ class ClientInsight:
             )
         except Answer as answer:
             return answer.respond(ctx)
-        evaluations = [
-            credit.decide(applicant, a.segment, a.approval)
-            for applicant, a in zip(applicants, (a for c in chunks for a in c), strict=True)
-        ]
+        evaluations = credit.decide_all(applicants, (a for c in chunks for a in c))
         block = self._persist(credit, "file", columns, record_columns(evaluations), started)
         return _file_response(
             frame, fmt, credit.file_columns(evaluations), "credit_evaluations", block.request_id

@@ -14,7 +14,7 @@ API rejects them as unknown fields.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -371,6 +371,16 @@ def decide(
         },
         factors=approval.factors[:TOP_FACTORS],
     )
+
+
+def decide_all(
+    applicants: Sequence[Applicant], assessments: Iterable[CreditAssessment]
+) -> list[CreditEvaluation]:
+    """`decide` for each applicant with its assessment, in order (a batch, a file, a shadow)."""
+    return [
+        decide(applicant, a.segment, a.approval)
+        for applicant, a in zip(applicants, assessments, strict=True)
+    ]
 
 
 def file_columns(evaluations: Sequence[CreditEvaluation]) -> dict[str, list[Any]]:
