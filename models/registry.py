@@ -80,6 +80,11 @@ class ServedModel:
         }
 
 
+def key_metrics(run: Any) -> dict[str, float]:
+    """The `KEY_METRICS` a training run logged (what `GET /models` and the CLI show)."""
+    return {k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics}
+
+
 def configure_mlflow(settings: ModelSettings | None = None) -> MlflowClient:
     """Point MLflow at the configured store and return a client (called, never run at import)."""
     import mlflow
@@ -177,7 +182,7 @@ def load(
         version=str(version.version),
         run_id=version.run_id,
         source=str(version.source),
-        metrics={k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics},
+        metrics=key_metrics(run),
         tags=dict(version.tags),
         model=model,
         predictor=predictor,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from models import churn, credit
-from models.registry import configure_mlflow
+from models.registry import alias_version, configure_mlflow, key_metrics
 from models.settings import ModelSettings, get_settings
 
 #: Which metric gates each model, and the target column stored in its evaluation set.
@@ -127,18 +127,14 @@ def promote(
 ) -> Promotion:
     """Point `alias` (default: the serving alias) at `version`, through the gate for the
     serving alias; raises PromotionRefused, changing nothing, when the candidate is worse."""
-    from mlflow.exceptions import MlflowException
-
     if name not in GATES:
         raise ValueError(f"unknown model {name!r}; served models: {', '.join(GATES)}")
     settings = settings or get_settings()
     alias = alias or settings.serving_alias
     client = configure_mlflow(settings)
     client.get_model_version(name, version)  # a clear MLflow error if it does not exist
-    try:
-        previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        previous = None
+    # Only a missing alias is "no previous version": a registry error must not skip the gate.
+    previous = alias_version(client, name, alias)
     metric = GATES[name][0]
     scores: dict[str, float] = {}
     rows = 0
@@ -168,7 +164,7 @@ def promote(
             "hold-out rows neither trained on: not promoted "
             "(--force overrides, and is recorded)"
         )
-    cleared = gated and _alias_version(client, name, settings.challenger_alias) == version
+    cleared = gated and alias_version(client, name, settings.challenger_alias) == version
     if cleared:
         # The challenger won: stop shadowing it first, so that no serving worker ever sees
         # it as champion and challenger at once.
@@ -190,12 +186,6 @@ def promote(
     return dataclasses.replace(promotion, cleared_challenger=cleared)
 
 
-def _alias_version(client: Any, name: str, alias: str) -> str | None:
-    from models.registry import alias_version
-
-    return alias_version(client, name, alias)
-
-
 def drop_alias(name: str, alias: str, settings: ModelSettings | None = None) -> str | None:
     """Remove `alias` (e.g. stop shadowing a challenger); the version it pointed to, if any.
     The serving alias cannot be dropped: serving would have nothing to load."""
@@ -203,7 +193,7 @@ def drop_alias(name: str, alias: str, settings: ModelSettings | None = None) -> 
     if alias == settings.serving_alias:
         raise ValueError(f"@{alias} serves traffic: promote another version instead")
     client = configure_mlflow(settings)
-    version = _alias_version(client, name, alias)
+    version = alias_version(client, name, alias)
     if version is not None:
         client.delete_registered_model_alias(name, alias)
     return version
@@ -212,8 +202,6 @@ def drop_alias(name: str, alias: str, settings: ModelSettings | None = None) -> 
 def versions_table(settings: ModelSettings | None = None) -> list[dict[str, Any]]:
     """Every version of every served model: aliases, creation time and key metrics."""
     from mlflow.exceptions import MlflowException
-
-    from models.registry import KEY_METRICS
 
     settings = settings or get_settings()
     client = configure_mlflow(settings)
@@ -229,7 +217,7 @@ def versions_table(settings: ModelSettings | None = None) -> list[dict[str, Any]
             aliases.setdefault(str(version), []).append(alias)
         for found in client.search_model_versions(f"name = '{name}'"):
             run = client.get_run(str(found.run_id))
-            metrics = {k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics}
+            metrics = key_metrics(run)
             if "silhouette" in run.data.metrics:
                 metrics["silhouette"] = run.data.metrics["silhouette"]
             rows.append(

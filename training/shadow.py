@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from rich.table import Table
 
 from models import churn, credit
-from models.registry import KEY_METRICS, configure_mlflow
+from models.registry import configure_mlflow, key_metrics
 from models.settings import ModelSettings, get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
@@ -67,7 +67,7 @@ def reports(
     def metrics(version: str) -> dict[str, float]:
         if version not in cache:
             run = client.get_run(str(client.get_model_version(model, version).run_id))
-            cache[version] = {k: run.data.metrics[k] for k in KEY_METRICS if k in run.data.metrics}
+            cache[version] = key_metrics(run)
         return cache[version]
 
     def gate(champion: str, challenger: str) -> tuple[str, float, float, int] | None:
