@@ -219,15 +219,11 @@ class LinearExplainer:
         Built column-wise (a file has thousands of rows): each feature's `name=value` texts
         once per distinct value, each contribution's text once per distinct value, and the
         pieces joined with NumPy's elementwise string addition on object arrays."""
-        contributions = self.contributions(columns)
-        rows = len(contributions)
-        k = max(0, min(k, len(self.features)))
+        order, top, kept = self._largest(columns, k)
+        rows, k = order.shape
         if not rows or not k:
             return [""] * rows
-        order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(contributions, order, axis=1)
         # Sorted by size, so once a slot is too small to report, every later one is too.
-        kept = np.abs(top) >= MIN_CONTRIBUTION
         top = np.round(top, 4)  # what `top_factors` reports, so both say the same
         labels = np.empty((len(self.features), rows), dtype=object)
         for i in np.unique(order).tolist():
@@ -250,16 +246,21 @@ class LinearExplainer:
             "baseline_log_odds": round(self.baseline_log_odds, 6),
         }
 
+    def _largest(self, columns: Columns, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, the feature indices of the k largest |contributions| (largest first), those
+        contributions, and whether each is large enough to report (`MIN_CONTRIBUTION`)."""
+        contributions = self.contributions(columns)
+        k = max(0, min(k, len(self.features)))
+        order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(contributions, order, axis=1)
+        return order, top, np.abs(top) >= MIN_CONTRIBUTION
+
     def _ranked(
         self, columns: Columns, k: int, per_direction: int | None, with_values: bool
     ) -> _Ranked:
         """The k largest |contributions| per row, as row lists (NumPy does the ranking, the
         selection and the gathering; only the caller's output objects are built per row)."""
-        contributions = self.contributions(columns)
-        k = max(0, min(k, len(self.features)))
-        order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(contributions, order, axis=1)
-        kept = np.abs(top) >= MIN_CONTRIBUTION
+        order, top, kept = self._largest(columns, k)
         if per_direction is not None:
             up = top > 0
             rank = np.where(up, np.cumsum(up, axis=1), np.cumsum(~up, axis=1))
