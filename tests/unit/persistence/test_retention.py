@@ -40,7 +40,40 @@ def test_prune_command_reads_the_database_url(
 
     get_settings.cache_clear()
     try:
-        assert main(["prune", "--older-than-days", "1"]) == 0
+        assert main(["prune", "--older-than-days", "1", "--yes"]) == 0
     finally:
         get_settings.cache_clear()
     assert "deleted 0 predictions older than 1 days" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--batch-rows", "0"], "--batch-rows '0' must be a whole number from 1"),
+        (["--older-than-days", "0"], "--older-than-days '0' must be a whole number from 1"),
+        (["--older-than-days", "-1"], "--older-than-days '-1' must be a whole number from 1"),
+        (["--older-than-days", "-100000000"], "must be a whole number from 1 to 36500"),
+        (["--older-than-days", "99999999"], "must be a whole number from 1 to 36500"),
+        (["--older-than-days", "10"], "would delete rows newer than the retention period"),
+    ],
+)
+def test_prune_refuses_a_dangerous_or_impossible_cut_off_with_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    words: str,
+) -> None:
+    url = _database(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", url)
+    from persistence.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(["prune", *argv])
+    finally:
+        get_settings.cache_clear()
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert words in line
