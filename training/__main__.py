@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -177,9 +179,39 @@ def _shadow_report(decision: str, hours: float | None) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refusals as one line on stderr and exit status 2 (argparse adds a usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version(text: str) -> str:
+    """A registered model version: MLflow numbers them 1, 2, 3, ..."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"version {text!r} is not a version number (1, 2, ...; `list` shows them)"
+        )
+    return str(int(text))
+
+
+#: MLflow's rules for an alias: letters, digits, '_' and '-'; `latest` and `v<number>` are
+#: taken by version references.
+_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def _alias(text: str) -> str:
+    if _ALIAS.fullmatch(text) is None or text.lower() == "latest" or re.fullmatch(r"v\d+", text):
+        raise argparse.ArgumentTypeError(
+            f"alias {text!r}: use letters, digits, '_' and '-' (not 'latest' or 'v<number>'), "
+            "e.g. champion or challenger"
+        )
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m training",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -206,12 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         "promote", help="point @champion at a version if it is at least as good (or --alias)"
     )
     promote.add_argument("model", choices=list(SERVED_MODELS))
-    promote.add_argument("--version", required=True)
-    promote.add_argument("--alias", help="default: the serving alias (champion), which is gated")
+    promote.add_argument("--version", required=True, type=_version)
+    promote.add_argument(
+        "--alias", type=_alias, help="default: the serving alias (champion), which is gated"
+    )
     promote.add_argument("--force", action="store_true", help="promote even if worse (recorded)")
     drop = commands.add_parser("drop-alias", help="remove an alias (not the serving one)")
     drop.add_argument("model", choices=list(SERVED_MODELS))
-    drop.add_argument("alias")
+    drop.add_argument("alias", type=_alias)
     shadow = commands.add_parser(
         "shadow-report", help="agreement and score deltas, champion vs challenger, live traffic"
     )
@@ -220,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING)
+    from mlflow.exceptions import MlflowException
+
     from training.data import DataError
 
     try:
@@ -238,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         return _ensure()
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MlflowException as exc:  # a version or model the registry does not have, ...
+        message = str(exc.message).strip().splitlines()[0]
+        print(f"error: {message} (python -m training list shows what exists)", file=sys.stderr)
         return 2
 
 

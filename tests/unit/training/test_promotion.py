@@ -128,6 +128,21 @@ def test_cli_lists_and_refuses_with_exit_code(
         assert "churn" in listed and "@champion" in listed and "holdout_roc_auc" in listed
         assert main(["promote", "churn", "--version", "3"]) == 3
         assert "refused" in capsys.readouterr().err
+        # A version the registry does not have: one line, no MLflow traceback.
+        assert main(["promote", "churn", "--version", "99"]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert "version=99" in line and "not found" in line
+        for argv, words in (
+            (["--version", "abc"], "version 'abc' is not a version number"),
+            (["--version", "0"], "version '0' is not a version number"),
+            (["--version", "1", "--alias", "bad alias!"], "alias 'bad alias!': use letters"),
+            (["--version", "1", "--alias", "latest"], "alias 'latest': use letters"),
+        ):
+            with pytest.raises(SystemExit) as exit_:
+                main(["promote", "churn", *argv])
+            assert exit_.value.code == 2
+            [line] = capsys.readouterr().err.splitlines()
+            assert words in line
     finally:
         get_settings.cache_clear()
 
