@@ -23,8 +23,16 @@ log = logging.getLogger(__name__)
 
 #: Version tag that stores the decision threshold chosen on validation data at training time.
 THRESHOLD_TAG = "decision_threshold"
-#: Metrics copied from the training run into `GET /models`.
-KEY_METRICS = ("holdout_roc_auc", "cv_roc_auc_mean", "holdout_pr_auc", "holdout_brier")
+#: Metrics copied from the training run into `GET /models` and `training list`: the
+#: classifiers' discrimination and calibration, the segmentation's separation and stability.
+KEY_METRICS = (
+    "holdout_roc_auc",
+    "cv_roc_auc_mean",
+    "holdout_pr_auc",
+    "holdout_brier",
+    "silhouette",
+    "stability_ari",
+)
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -68,7 +76,10 @@ class ServedModel:
             "version": self.version,
             "run_id": self.run_id,
             "metrics": self.metrics,
-            "decision_threshold": self.threshold,
+            # A classifier's stored cut-off; null for a model that decides nothing (k-means).
+            "decision_threshold": (
+                float(self.tags[THRESHOLD_TAG]) if THRESHOLD_TAG in self.tags else None
+            ),
             "inference_path": self.inference_path,
             "inference_note": self.inference_note,
             "explanations": (

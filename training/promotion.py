@@ -218,8 +218,6 @@ def versions_table(settings: ModelSettings | None = None) -> list[dict[str, Any]
         for found in client.search_model_versions(f"name = '{name}'"):
             run = client.get_run(str(found.run_id))
             metrics = key_metrics(run)
-            if "silhouette" in run.data.metrics:
-                metrics["silhouette"] = run.data.metrics["silhouette"]
             rows.append(
                 {
                     "name": name,
