@@ -23,8 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import bentoml
@@ -32,8 +31,6 @@ import pandas as pd
 from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from starlette.responses import Response
 
 from models import churn, credit, tabular
 from models.settings import get_settings
@@ -46,23 +43,39 @@ from persistence.writer import (
     prediction_block,
     record_columns,
 )
-from serving import bundles, openapi, tuning
+from serving import bundles, errors, openapi, tuning
 from serving.access import AccessGuard, AccessPolicy
 from serving.batching import CallStats, MicroBatcher
+from serving.errors import ApiError
 from serving.live import LiveModels
 from serving.metrics import WriterMetrics
+from serving.routes import RouteTable, Scored, Upload
 from serving.settings import get_settings as get_access_settings
+from serving.settings import refuse_bad_configuration
 from serving.shadow import Shadow
+from serving.uploads import offload
 
 log = logging.getLogger("clientinsight")
 # Model loads and swaps are operational events: logged at INFO whatever the root level is.
 for _name in ("clientinsight", "models.registry"):
     logging.getLogger(_name).setLevel(logging.INFO)
-settings = get_settings()
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 #: What `_chunks` cuts: records, or a frame (sliced by row position either way).
 Chunked = TypeVar("Chunked", list[Any], pd.DataFrame)
+
+#: The public routes (declared at the end of this module) live on this app, which the entry
+#: service mounts; BentoML adds its probes, /metrics and /docs.json beside them.
+app = FastAPI(title="ClientInsight", docs_url=None, redoc_url=None, openapi_url=None)
+errors.install(app)
+routes = RouteTable(app)
+
+# The configuration, checked here (from the environment only), so that a mistake in it (say,
+# production without keys) stops `bentoml serve` itself with one line naming it, instead of a
+# worker that keeps failing to start.
+settings = refuse_bad_configuration(get_settings)
+ACCESS_SETTINGS = refuse_bad_configuration(get_access_settings)
+#: Who may call the public API, and how much.
+ACCESS = refuse_bad_configuration(lambda: AccessPolicy(ACCESS_SETTINGS, routes.body_limit))
 
 #: Connection recycling every 100 requests closes sessions with calls in flight (a third of
 #: requests failed at 64 clients): keep the dependency connection for the worker's life.
@@ -70,10 +83,6 @@ _LONG_LIVED_CONNECTION = {"max_requests": 1_000_000_000, "max_age": 1e9}
 #: Per-request observability: spans only when asked for; the internal hop is not access-logged.
 _TRACING = {} if settings.tracing else tuning.untraced()
 _INTERNAL = {"tracing": _TRACING, "logging": {"access": {"enabled": False}}}
-#: Who may call the public API. Checked here, from the environment only, so that production
-#: without keys stops `bentoml serve` itself with the reason instead of a worker that keeps
-#: failing to start.
-ACCESS = AccessPolicy(get_access_settings())
 
 
 @bentoml.service(
@@ -199,94 +208,29 @@ class CreditModels:
         return described
 
 
-admin = FastAPI(title="ClientInsight admin", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-class Answer(Exception):
-    """An error answer (status and JSON body) raised anywhere in a request, returned by the API."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(body.get("error", ""))
-        self.status = status
-        self.body = body
-
-    def respond(self, ctx: bentoml.Context) -> Any:
-        # BentoML copies ctx's status onto whatever the API returns.
-        ctx.response.status_code = self.status
-        return JSONResponse(self.body, status_code=self.status)
-
-
-def _check_count(field: str, count: int) -> None:
-    limit = settings.max_rows_per_request
-    if count > limit:
-        raise Answer(
-            413,
-            {
-                "error": f"{field}: {count} items is over the limit of {limit} per request; "
-                "upload a file instead",
-                "detail": [{"field": field, "problem": f"at most {limit} items"}],
-            },
-        )
-
-
-def _read_upload(
-    file: Path, schema: type[M], aliases: dict[str, str]
-) -> tuple[pd.DataFrame, tabular.TableFormat, tabular.Columns]:
-    try:
-        frame, fmt = tabular.read_table(file.read_bytes())
-        columns = tabular.validate_columns(frame, schema, aliases, settings.max_rows_per_file)
-    except tabular.TableError as exc:
-        raise Answer(exc.status, exc.body()) from exc
-    return frame, fmt, columns
-
-
 def _chunks(items: Chunked) -> list[Chunked]:
     """An upload's records or feature rows in model-service calls of `file_chunk_rows`."""
     size = settings.file_chunk_rows
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _file_response(
-    frame: pd.DataFrame,
-    fmt: tabular.TableFormat,
-    columns: Mapping[str, Any],
-    name: str,
-    request_id: str,
-) -> Any:
-    """The upload's own columns, in order, plus the answer's columns, in the upload's format."""
-    out = frame.copy()
-    for column, values in columns.items():
-        out[column] = values
-    return Response(
-        tabular.write_table(out, fmt),
-        media_type=tabular.MEDIA_TYPES[fmt],
-        headers={
-            "X-Request-ID": request_id,
-            "Content-Disposition": f'attachment; filename="{name}.{fmt}"',
-        },
-    )
-
-
 @bentoml.service(
     name="clientinsight",
     workers=settings.api_workers,
     traffic={"timeout": 300},
+    http={"host": ACCESS_SETTINGS.host},
     tracing=_TRACING,
     logging={"access": {"enabled": settings.access_log}},
 )
-@bentoml.asgi_app(admin, path="/")
+@bentoml.asgi_app(app, path="/")
 class ClientInsight:
-    """The public API on port 3000."""
+    """The public API on port 3000: the routes are declared at the end of this module."""
 
     churn_model = bentoml.depends(ChurnModel)
     credit_models = bentoml.depends(CreditModels)
 
     def __init__(self) -> None:
-        if ACCESS.open:
-            log.warning(
-                "authentication is OFF (CLIENTINSIGHT_ENV=demo, no API keys): every route is "
-                "open to anyone who can reach this port"
-            )
+        log.log(logging.WARNING if ACCESS.open else logging.INFO, ACCESS.describe())
         db = get_persistence_settings()
         if db.auto_migrate:
             from persistence.migrate import upgrade
@@ -371,15 +315,13 @@ class ClientInsight:
                 # BentoML hides the model service's own message for 5xx answers.
                 reason = "the model service is overloaded or restarting (it refused the request)"
             else:
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                reason = errors.reason(exc)
             log.warning("%s model service failed: %s", family, reason)
-            raise Answer(
+            raise ApiError(
                 503,
-                {
-                    "error": f"the {family} model service is unavailable",
-                    "model": family,
-                    "reason": reason,
-                },
+                f"the {family} model service is unavailable",
+                code="model_unavailable",
+                extra={"model": family, "reason": reason},
             ) from exc
 
     @staticmethod
@@ -440,91 +382,76 @@ class ClientInsight:
         if len(shadow) and shadow.model_versions[0] != champion.model_versions[0]:
             self.writer.submit(shadow)
 
-    @bentoml.api(route="/churn/predict")
     async def churn_predict(
-        self,
-        customers: Annotated[list[churn.Customer], Field(min_length=1)],
-        ctx: bentoml.Context,
-    ) -> list[churn.ChurnPrediction]:
+        self, customers: list[churn.Customer]
+    ) -> tuple[list[churn.ChurnPrediction], str]:
         """Churn probability, decision and risk band for one or more customers, in order."""
         started = time.perf_counter()
-        try:
-            _check_count("customers", len(customers))
-            predictions = await self._call("churn", lambda: self.churn_batcher.submit(customers))
-        except Answer as answer:
-            return answer.respond(ctx)
+        predictions = await self._call("churn", lambda: self.churn_batcher.submit(customers))
         block = self._persist(
             churn, "api", record_columns(customers), record_columns(predictions), started
         )
         self.churn_shadow.offer(customers, block)
-        ctx.response.headers["X-Request-ID"] = block.request_id
-        return predictions
+        return predictions, block.request_id
 
-    @bentoml.api(route="/churn/predict_file")
-    async def churn_predict_file(self, file: Path, ctx: bentoml.Context) -> Path:
-        """Score a CSV, Parquet or Arrow IPC file; the same format comes back with
-        churn_probability, churn, risk_band and model_version columns added."""
+    async def churn_predict_file(self, upload: Upload) -> Scored:
+        """A file's customers, scored in chunks of feature columns (no record per row)."""
         started = time.perf_counter()
-        try:
-            frame, fmt, columns = _read_upload(file, churn.Customer, churn.COLUMN_ALIASES)
-            features = churn.feature_frame(columns)
-            chunks = await self._call(
-                "churn",
-                lambda: asyncio.gather(
-                    *(self.churn_model.to_async.predict_frame(c) for c in _chunks(features))
-                ),
-            )
-        except Answer as answer:
-            return answer.respond(ctx)
-        outcome = pd.concat(chunks, ignore_index=True)
-        answers = {"customer_id": columns["customer_id"], **outcome.to_dict("series")}
-        block = self._persist(churn, "file", columns, answers, started)
-        return _file_response(frame, fmt, outcome, "churn_scores", block.request_id)
+        features = await offload(churn.feature_frame, upload.columns)
+        chunks = await self._call(
+            "churn",
+            lambda: asyncio.gather(
+                *(self.churn_model.to_async.predict_frame(c) for c in _chunks(features))
+            ),
+        )
+        return await offload(self._churn_file_answer, upload, chunks, started)
 
-    @bentoml.api(route="/credit/evaluate")
+    def _churn_file_answer(
+        self, upload: Upload, chunks: list[pd.DataFrame], started: float
+    ) -> Scored:
+        frame = pd.concat(chunks, ignore_index=True)
+        outcome: dict[str, Column] = {str(name): frame[name].to_numpy() for name in frame.columns}
+        answers = {"customer_id": upload.columns["customer_id"], **outcome}
+        block = self._persist(churn, "file", upload.columns, answers, started)
+        return Scored(outcome, block.request_id)
+
     async def credit_evaluate(
-        self,
-        applicants: Annotated[list[credit.Applicant], Field(min_length=1)],
-        ctx: bentoml.Context,
-    ) -> list[credit.CreditEvaluation]:
+        self, applicants: list[credit.Applicant]
+    ) -> tuple[list[credit.CreditEvaluation], str]:
         """Can each applicant become a credit-card client? Decision, segment and reasons."""
         started = time.perf_counter()
-        try:
-            _check_count("applicants", len(applicants))
-            assessments = await self._call("credit", lambda: self.credit_batcher.submit(applicants))
-        except Answer as answer:
-            return answer.respond(ctx)
+        assessments = await self._call("credit", lambda: self.credit_batcher.submit(applicants))
         evaluations = credit.decide_all(applicants, assessments)
         block = self._persist(
             credit, "api", record_columns(applicants), record_columns(evaluations), started
         )
         self.credit_shadow.offer(applicants, block)
-        ctx.response.headers["X-Request-ID"] = block.request_id
-        return evaluations
+        return evaluations, block.request_id
 
-    @bentoml.api(route="/credit/evaluate_file")
-    async def credit_evaluate_file(self, file: Path, ctx: bentoml.Context) -> Path:
-        """Evaluate a CSV, Parquet or Arrow IPC file of applicants; the same format comes back
-        with eligible, approval_probability, segment, segment_name, reasons and model_versions."""
+    async def credit_evaluate_file(self, upload: Upload) -> Scored:
+        """A file's applicants, assessed in chunks and decided by the same rule."""
         started = time.perf_counter()
-        try:
-            frame, fmt, columns = _read_upload(file, credit.Applicant, credit.COLUMN_ALIASES)
-            applicants = tabular.records(columns, credit.Applicant)
-            chunks = await self._call(
-                "credit",
-                lambda: asyncio.gather(
-                    *(self.credit_models.to_async.assess(c) for c in _chunks(applicants))
-                ),
-            )
-        except Answer as answer:
-            return answer.respond(ctx)
-        evaluations = credit.decide_all(applicants, (a for c in chunks for a in c))
-        block = self._persist(credit, "file", columns, record_columns(evaluations), started)
-        return _file_response(
-            frame, fmt, credit.file_columns(evaluations), "credit_evaluations", block.request_id
+        applicants = await offload(tabular.records, upload.columns, credit.Applicant)
+        chunks = await self._call(
+            "credit",
+            lambda: asyncio.gather(
+                *(self.credit_models.to_async.assess(c) for c in _chunks(applicants))
+            ),
         )
+        return await offload(self._credit_file_answer, upload, applicants, chunks, started)
 
-    @admin.get("/models")
+    def _credit_file_answer(
+        self,
+        upload: Upload,
+        applicants: list[credit.Applicant],
+        chunks: list[list[credit.CreditAssessment]],
+        started: float,
+    ) -> Scored:
+        evaluations = credit.decide_all(applicants, (a for c in chunks for a in c))
+        block = self._persist(credit, "file", upload.columns, record_columns(evaluations), started)
+        return Scored(credit.file_columns(evaluations), block.request_id)
+
+    @app.get("/models")
     async def list_models(self) -> JSONResponse:
         """Which model versions are served, with their key metrics and load time."""
         families: dict[str, tuple[Any, MicroBatcher[Any, Any], Shadow[Any, Any], list[str]]] = {
@@ -554,7 +481,7 @@ class ClientInsight:
                 )
                 return [{**model, **batching} for model in described]
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = errors.reason(exc)
                 return [
                     {"name": n, "status": "unavailable", "reason": reason, **batching}
                     for n in names
@@ -564,7 +491,49 @@ class ClientInsight:
         return JSONResponse({"models": [m for answer in answers for m in answer]})
 
 
+#: The class BentoML's decorator wraps: its methods are the routes' handlers.
+entry = cast(Any, ClientInsight).inner
+routes.predict(
+    "/churn/predict",
+    operation="churn_predict",
+    field="customers",
+    record=churn.Customer,
+    answer=churn.ChurnPrediction,
+    handler=entry.churn_predict,
+    summary="Churn probability, decision, risk band and top factors per customer, in order",
+)
+routes.upload(
+    "/churn/predict_file",
+    operation="churn_predict_file",
+    record=churn.Customer,
+    aliases=churn.COLUMN_ALIASES,
+    handler=entry.churn_predict_file,
+    answer_name="churn_scores",
+    summary="Score a CSV, Parquet or Arrow IPC file; the same format comes back with "
+    f"{', '.join(churn.OUTPUT_COLUMNS)} and {churn.FACTORS_COLUMN} columns added",
+)
+routes.predict(
+    "/credit/evaluate",
+    operation="credit_evaluate",
+    field="applicants",
+    record=credit.Applicant,
+    answer=credit.CreditEvaluation,
+    handler=entry.credit_evaluate,
+    summary="Can each applicant become a credit-card client? Decision, segment and reasons",
+)
+routes.upload(
+    "/credit/evaluate_file",
+    operation="credit_evaluate_file",
+    record=credit.Applicant,
+    aliases=credit.COLUMN_ALIASES,
+    handler=entry.credit_evaluate_file,
+    answer_name="credit_evaluations",
+    summary="Evaluate a CSV, Parquet or Arrow IPC file of applicants; the same format comes "
+    f"back with {', '.join(credit.OUTPUT_COLUMNS)} columns added",
+)
+
 ClientInsight.add_asgi_middleware(AccessGuard, policy=ACCESS)  # type: ignore[attr-defined]
 tuning.fix_output_media_types(ChurnModel, CreditModels, ClientInsight)
 tuning.release_request_timers()
-openapi.install()
+tuning.quiet_readiness_probe()
+openapi.install(routes)

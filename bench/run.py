@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models import churn, registry, tabular  # noqa: E402
+from serving import tables  # noqa: E402
 from tests.support.postgres import free_port, throwaway_cluster  # noqa: E402
 from tests.unit.models.test_churn import SNAKE  # noqa: E402
 
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     body = work / "body.json"
     body.write_text(json.dumps({"customers": [SNAKE]}))
     uploads = {
-        (rows, fmt): tabular.write_table(frames(rows), fmt)
+        (rows, fmt): tables.write_table(frames(rows), fmt)
         for rows in (1000, 10000)
         for fmt in ("csv", "parquet", "arrow")
     }

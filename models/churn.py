@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from models.explain import Factor
-from models.fields import BlankIsNone, EntityId, feature_columns
+from models.fields import BlankIsNone, EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
     from models.explain import LinearExplainer
@@ -87,6 +87,16 @@ FACTORS_COLUMN = "top_factors"
 TOP_FACTORS = 3
 
 
+#: Plausibility bounds: a value beyond them is a mistake (a unit, a typo, a probe), refused
+#: with a 400 instead of scored. They are generous (the IBM data's largest values are 72
+#: months, 118.75 and 8,684.80), so a real customer is never refused; values between the
+#: training range and these bounds are extrapolated by the model.
+MAX_TENURE_MONTHS = 600
+MAX_MONTHLY_CHARGES = 1_000.0
+#: The most a customer can have paid: the longest tenure at the highest monthly charge.
+MAX_TOTAL_CHARGES = MAX_TENURE_MONTHS * MAX_MONTHLY_CHARGES
+
+
 def _alias(snake: str, ibm: str) -> Any:
     """Accept the snake_case name and the original IBM column name."""
     return Field(validation_alias=AliasChoices(snake, ibm))
@@ -106,7 +116,9 @@ class Customer(BaseModel):
     senior_citizen: bool = _alias("senior_citizen", "SeniorCitizen")
     partner: bool = _alias("partner", "Partner")
     dependents: bool = _alias("dependents", "Dependents")
-    tenure: Annotated[int, Field(ge=0, le=1200)] = _alias("tenure", "tenure")
+    tenure: Annotated[int, Field(ge=0, le=MAX_TENURE_MONTHS), NotABoolean] = _alias(
+        "tenure", "tenure"
+    )
     phone_service: bool = _alias("phone_service", "PhoneService")
     multiple_lines: Literal["No phone service", "No", "Yes"] = _alias(
         "multiple_lines", "MultipleLines"
@@ -128,13 +140,15 @@ class Customer(BaseModel):
         "Bank transfer (automatic)",
         "Credit card (automatic)",
     ] = _alias("payment_method", "PaymentMethod")
-    monthly_charges: Annotated[float, Field(ge=0, allow_inf_nan=False)] = _alias(
-        "monthly_charges", "MonthlyCharges"
-    )
+    monthly_charges: Annotated[
+        float, Field(ge=0, le=MAX_MONTHLY_CHARGES, allow_inf_nan=False), NotABoolean
+    ] = _alias("monthly_charges", "MonthlyCharges")
     #: Required but nullable: the IBM data leaves it blank for brand-new customers (tenure 0);
     #: the pipeline imputes it. Omitting the field is an error, sending null or "" is not.
     total_charges: Annotated[
-        Annotated[float, Field(ge=0, allow_inf_nan=False)] | None, BlankIsNone
+        Annotated[float, Field(ge=0, le=MAX_TOTAL_CHARGES, allow_inf_nan=False), NotABoolean]
+        | None,
+        BlankIsNone,
     ] = _alias("total_charges", "TotalCharges")
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.explain import Factor
-from models.fields import EntityId, feature_columns
+from models.fields import EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
     from models.explain import LinearExplainer
@@ -88,17 +88,27 @@ class Applicant(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
     applicant_id: EntityId = None
-    reports: Annotated[int, Field(ge=0, le=100, description="major derogatory reports")]
-    age: Annotated[float, Field(ge=18, le=120, allow_inf_nan=False, description="years")]
+    reports: Annotated[
+        int, Field(ge=0, le=100, description="major derogatory reports"), NotABoolean
+    ]
+    age: Annotated[
+        float, Field(ge=18, le=120, allow_inf_nan=False, description="years"), NotABoolean
+    ]
     income: Annotated[
-        float, Field(ge=0, le=1000, allow_inf_nan=False, description="yearly, USD 10,000s")
+        float,
+        Field(ge=0, le=1000, allow_inf_nan=False, description="yearly, USD 10,000s"),
+        NotABoolean,
     ]
     owner: Annotated[bool, Field(description="owns their home")]
     selfemp: Annotated[bool, Field(description="self-employed")]
-    dependents: Annotated[int, Field(ge=0, le=30)]
-    months: Annotated[int, Field(ge=0, le=1200, description="months at current address")]
-    majorcards: Annotated[int, Field(ge=0, le=50, description="major credit cards held")]
-    active: Annotated[int, Field(ge=0, le=500, description="active credit accounts")]
+    dependents: Annotated[int, Field(ge=0, le=30), NotABoolean]
+    months: Annotated[
+        int, Field(ge=0, le=1200, description="months at current address"), NotABoolean
+    ]
+    majorcards: Annotated[
+        int, Field(ge=0, le=50, description="major credit cards held"), NotABoolean
+    ]
+    active: Annotated[int, Field(ge=0, le=500, description="active credit accounts"), NotABoolean]
 
 
 class CreditEvaluation(BaseModel):

@@ -28,6 +28,18 @@ def _blank_is_none(value: Any) -> Any:
     return value
 
 
+def _not_a_boolean(value: Any) -> Any:
+    # JSON `true` and a Parquet boolean column would otherwise count as 1 and 0.
+    if isinstance(value, bool | np.bool_):
+        raise ValueError("a number is expected, not true or false")
+    return value
+
+
+#: In every numeric field: a boolean is a mistake in the request, never a number. Place it
+#: after the field's constraints (`Annotated[int, Field(ge=0), NotABoolean]`): before them,
+#: pydantic writes the bounds into the JSON schema as raw `ge`/`le` keys that clients ignore.
+NotABoolean = BeforeValidator(_not_a_boolean)
+
 #: A number that may be unknown: null, a blank cell and NaN all mean "missing" (the pipeline
 #: imputes it). A validator in the type, not on the model, so a column validates on its own.
 BlankIsNone = BeforeValidator(_blank_is_none)

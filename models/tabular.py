@@ -1,159 +1,38 @@
-"""Tabular files in and out (CSV, Parquet, Arrow IPC) and turning their rows into contract records.
+"""Rows of an uploaded table as contract records: which column feeds each field, and every value
+checked with exactly the field's pydantic rules.
 
-The format is told from the bytes (Parquet and Arrow files carry magic numbers), not from the
-file name, and the answer goes back in the same format with the input columns untouched and in
-order. CSV is read as text so identifiers such as `customerID` come back byte for byte.
+Reading and writing the files themselves (formats, limits, media types) is the server's
+business (`serving/tables.py`); this module knows only frames and schemas.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import math
-import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.ipc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
-TableFormat = Literal["csv", "parquet", "arrow"]
-
-MEDIA_TYPES: dict[TableFormat, str] = {
-    "csv": "text/csv",
-    "parquet": "application/vnd.apache.parquet",
-    "arrow": "application/vnd.apache.arrow.file",
-}
-
-#: At most this many row problems are listed in one error answer.
+#: At most this many row problems are listed in one error.
 MAX_LISTED_PROBLEMS = 20
 
 
 @dataclass
 class TableError(ValueError):
-    """The upload cannot be scored; `problems` name the row (1-based) and column of each."""
+    """The table cannot be scored; `problems` name the row (1-based) and column of each.
+    `too_large`: refused for its size (more rows than allowed), not for its content."""
 
     message: str
     problems: list[dict[str, Any]] = field(default_factory=list)
-    status: int = 400
+    too_large: bool = False
 
     def __str__(self) -> str:
         return self.message
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message, "detail": self.problems}
-
-
-def sniff_format(data: bytes) -> TableFormat:
-    """Parquet and Arrow IPC by their magic bytes; anything else must be UTF-8 CSV text."""
-    if data[:4] == b"PAR1" and data[-4:] == b"PAR1":
-        return "parquet"
-    if data[:6] == b"ARROW1" or data[:4] == b"\xff\xff\xff\xff":
-        return "arrow"
-    try:
-        data[:65536].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TableError(
-            "file: not a CSV (UTF-8 text), Parquet or Arrow IPC file",
-            [{"field": "file", "problem": f"undecodable byte at offset {exc.start}"}],
-            status=415,
-        ) from exc
-    return "csv"
-
-
-def read_table(data: bytes) -> tuple[pd.DataFrame, TableFormat]:
-    """Parse an upload into a frame; CSV cells stay text (the contract does the typing)."""
-    if not data:
-        raise TableError("file: the upload is empty", [{"field": "file", "problem": "empty"}])
-    fmt = sniff_format(data)
-    try:
-        if fmt == "parquet":
-            frame = pq.read_table(io.BytesIO(data)).to_pandas()
-        elif fmt == "arrow":
-            reader: Any = (
-                pa.ipc.open_file(io.BytesIO(data))
-                if data[:6] == b"ARROW1"
-                else pa.ipc.open_stream(io.BytesIO(data))
-            )
-            frame = reader.read_all().to_pandas()
-        else:
-            frame = pd.read_csv(
-                io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig"
-            )
-    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
-        raise TableError(
-            f"file: could not be read as {fmt}: {exc}",
-            [{"field": "file", "problem": str(exc)}],
-        ) from exc
-    return frame, fmt
-
-
-#: A CSV cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection")...
-_FORMULA_START = tuple("=+-@\t\r")
-#: ...unless it is just a signed number, which stays as it is.
-_SIGNED_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-
-
-def _formula(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and value.startswith(_FORMULA_START)
-        and _SIGNED_NUMBER.fullmatch(value) is None
-    )
-
-
-def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text cells a spreadsheet would run as a formula (`=HYPERLINK(...)`, `@SUM(...)`, `+cmd`)
-    get a leading `'`, which spreadsheets show as text; signed numbers are left alone. Applied
-    to every CSV this service writes, since the text columns come from whoever made the file.
-    Checked once per distinct value (a column repeats itself)."""
-    out = frame
-    for column in frame.columns:
-        if not pd.api.types.is_string_dtype(frame[column].dtype):  # object or str columns
-            continue
-        codes, uniques = pd.factorize(frame[column], use_na_sentinel=False)
-        risky_values = np.fromiter((_formula(v) for v in uniques), dtype=bool, count=len(uniques))
-        if not risky_values.any():
-            continue
-        defused = np.array(
-            ["'" + v if risky else v for v, risky in zip(uniques, risky_values, strict=True)],
-            dtype=object,
-        )
-        if out is frame:
-            out = frame.copy()
-        out[column] = defused[codes]
-    return out
-
-
-def write_table(frame: pd.DataFrame, fmt: TableFormat) -> bytes:
-    """Serialise a frame back into the upload's format (CSV with formulas defused)."""
-    sink = io.BytesIO()
-    if fmt == "csv":
-        frame = defuse_formulas(frame)
-        try:
-            # Arrow's writer is ~10x pandas'; it quotes every text cell and writes true/false.
-            pa_csv.write_csv(
-                pa.Table.from_pandas(frame, preserve_index=False),
-                sink,
-                pa_csv.WriteOptions(quoting_style="needed"),
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            sink = io.BytesIO()  # a column Arrow cannot type (mixed objects): pandas writes it
-            frame.to_csv(sink, index=False)
-    elif fmt == "parquet":
-        frame.to_parquet(sink, index=False)
-    else:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-    return sink.getvalue()
 
 
 def _clean(value: Any) -> Any:
@@ -180,7 +59,7 @@ def _field_columns(
         raise TableError(
             f"file: {len(frame)} rows is over the limit of {max_rows} rows per file",
             [{"field": "file", "problem": f"at most {max_rows} rows"}],
-            status=413,
+            too_large=True,
         )
     by_field: dict[str, list[str]] = {}
     for column in frame.columns:
@@ -273,17 +152,18 @@ def _field_adapter(schema: type[BaseModel], name: str) -> TypeAdapter[list[Any]]
     )
 
 
-def _validate_column(schema: type[BaseModel], name: str, values: pd.Series) -> np.ndarray:
-    """One column's values validated once per distinct value, then spread back to every row.
-
-    A file column repeats itself (a few categories, a few hundred prices), so this costs
-    a fraction of validating every cell; ValidationError if any distinct value is invalid.
-    """
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    checked = _field_adapter(schema, name).validate_python([_clean(v) for v in uniques])
-    spread: np.ndarray = np.empty(len(checked), dtype=object)
-    spread[:] = checked
-    return spread[codes]
+def _distinct(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, distinct values) of one column; a column of lists or structs has no field's
+    value in it (one value per row), so it is refused by name."""
+    try:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    except TypeError as exc:  # unhashable cells: nested values
+        raise TableError(
+            f"file: column '{column}' holds nested values (lists or structs); "
+            "a field takes one value per row",
+            [{"field": column, "problem": "nested values (lists or structs)"}],
+        ) from exc
+    return codes, np.asarray(uniques, dtype=object)
 
 
 def validate_columns(
@@ -291,30 +171,54 @@ def validate_columns(
 ) -> Columns:
     """The upload's values by field, validated with exactly the schema's rules.
 
-    Each column is validated on its own, once per distinct value; if any value is invalid (or
-    the schema has model-level validators), every row goes through the schema so the errors
-    name the 1-based row and the field, as `validate_rows` does. Fields the file lacks take
-    their defaults.
+    Each column is validated on its own, once per distinct value (a file column repeats
+    itself: a few categories, a few hundred prices), then spread back to every row. An invalid
+    distinct value is reported at the rows that hold it, so the errors name the 1-based row
+    and the column as the file spells it, in row order, without a second pass over every row.
+    A schema with model-level validators goes row by row instead (`validate_rows`). Fields the
+    file lacks take their defaults.
     """
     fields = _field_columns(frame, schema, aliases, max_rows)
-    if _column_validatable(schema):
+    if not _column_validatable(schema):
+        records = _rows(frame, schema, fields)
+        return {
+            name: np.array([getattr(r, name) for r in records], dtype=object)
+            for name in schema.model_fields
+        }
+    columns: Columns = {}
+    problems: list[tuple[int, int, str, str]] = []  # (row, field position, column, message)
+    invalid = 0
+    for position, (name, info) in enumerate(schema.model_fields.items()):
+        if name not in fields:
+            default: np.ndarray = np.empty(len(frame), dtype=object)
+            default[:] = [info.get_default(call_default_factory=True)] * len(frame)
+            columns[name] = default
+            continue
+        column = fields[name]
+        codes, uniques = _distinct(frame[column], column)
         try:
-            columns: Columns = {}
-            for name, info in schema.model_fields.items():
-                if name in fields:
-                    columns[name] = _validate_column(schema, name, frame[fields[name]])
-                else:
-                    default: np.ndarray = np.empty(len(frame), dtype=object)
-                    default[:] = [info.get_default(call_default_factory=True)] * len(frame)
-                    columns[name] = default
-            return columns
-        except ValidationError:
-            pass  # the row-by-row pass below names each problem's row
-    records = _rows(frame, schema, fields)
-    return {
-        name: np.array([getattr(r, name) for r in records], dtype=object)
-        for name in schema.model_fields
-    }
+            checked = _field_adapter(schema, name).validate_python([_clean(v) for v in uniques])
+        except ValidationError as exc:
+            messages: dict[int, str] = {}
+            for err in exc.errors(include_url=False, include_input=False):
+                messages.setdefault(int(err["loc"][0]), err["msg"])
+            rows = np.flatnonzero(np.isin(codes, list(messages)))
+            invalid += len(rows)
+            problems += [
+                (int(row), position, column, messages[int(codes[row])])
+                for row in rows[:MAX_LISTED_PROBLEMS]
+            ]
+            continue
+        spread: np.ndarray = np.empty(len(checked), dtype=object)
+        spread[:] = checked
+        columns[name] = spread[codes]
+    if problems:
+        listed = sorted(problems)[:MAX_LISTED_PROBLEMS]
+        raise TableError(
+            f"file: {invalid} invalid values (first {len(listed)} listed)",
+            [{"row": row + 1, "field": column, "problem": text} for row, _, column, text in listed],
+        )
+    return columns
 
 
 def records(columns: Columns, schema: type[M]) -> list[M]:

@@ -1,7 +1,9 @@
-"""Make an API key: `python -m serving.keys new NAME [--admin] [--rate REQUESTS_PER_S]`.
+"""Make an API key: `python -m serving.keys new NAME [--admin] [--rate R] [--burst B]`.
 
 Prints the key once (hand it to the client; it is stored nowhere) and the entry to add to
-`CLIENTINSIGHT_API_KEYS` (or `CLIENTINSIGHT_ADMIN_KEYS`), which holds only its SHA-256.
+`CLIENTINSIGHT_API_KEYS` (or `CLIENTINSIGHT_ADMIN_KEYS`), which holds only its SHA-256. A
+mistake (a name with a space or a colon, a rate that is not a positive number) is refused with
+one line saying what is allowed.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
+from typing import NoReturn
 
-from serving.access import hash_key, parse_keys
+from serving.access import check_name, check_rate, format_rate, hash_key, parse_keys
 
 #: Keys start with this, so a leaked one is recognisable (secret scanners, log reviews).
 PREFIX = "ci_"
@@ -21,16 +24,63 @@ def new_key() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refusals as one line on stderr and exit status 2 (argparse adds a usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _name(text: str) -> str:
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"rate {text!r} is not a number of requests per second (e.g. 50 or 0.5)"
+        ) from None
+    try:
+        return check_rate(rate)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _burst(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"burst {text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.keys", description=__doc__)
+    parser = _Parser(prog="python -m serving.keys", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     new = commands.add_parser("new", help="make a key and print its configuration entry")
-    new.add_argument("name", help="who the key is for (shown in 403/429 answers, never the key)")
+    new.add_argument(
+        "name",
+        type=_name,
+        help="who the key is for: 1-64 letters, digits, _ . @ - (shown in 403/429 answers, "
+        "never the key)",
+    )
     new.add_argument("--admin", action="store_true", help="may also call the admin routes")
-    new.add_argument("--rate", type=float, help="requests per second per API worker")
+    new.add_argument("--rate", type=_rate, help="requests per second per API worker")
+    new.add_argument(
+        "--burst", type=_burst, help="requests it may send at once (default: 2 s of its rate)"
+    )
     args = parser.parse_args(argv)
+    if args.burst is not None and args.rate is None:
+        parser.error("--burst needs --rate (a burst belongs to a key's own rate)")
     key = new_key()
-    entry = f"{args.name}:{hash_key(key)}" + (f":{args.rate:g}" if args.rate else "")
+    entry = f"{args.name}:{hash_key(key)}"
+    if args.rate is not None:
+        entry += f":{format_rate(args.rate)}"
+    if args.burst is not None:
+        entry += f":{args.burst}"
     variable = "CLIENTINSIGHT_ADMIN_KEYS" if args.admin else "CLIENTINSIGHT_API_KEYS"
     parse_keys(entry, admin=args.admin, variable=variable)  # the entry must read back
     print(f"key (give it to {args.name}; it is stored nowhere):\n  {key}")

@@ -1,12 +1,17 @@
-"""Who may call the API and how much: API keys, rate limits, the request-body limit."""
+"""Who may call the API and how much: the address it listens on, API keys, rate limits, and
+the limits on bodies and uploaded tables."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+T = TypeVar("T")
 
 
 class AccessSettings(BaseSettings):
@@ -19,8 +24,12 @@ class AccessSettings(BaseSettings):
     environment: Literal["demo", "production"] = Field(
         default="demo", validation_alias="CLIENTINSIGHT_ENV"
     )
-    #: `name:sha256-of-key[:requests-per-second]` entries separated by commas or newlines;
-    #: `python -m serving.keys new NAME` makes a key and its entry. Only hashes are stored.
+    #: The address the public port listens on: loopback unless the operator says otherwise
+    #: (Kubernetes sets 0.0.0.0). `bentoml serve --host` and `BENTOML_HOST` override it.
+    host: str = Field(default="127.0.0.1", validation_alias="CLIENTINSIGHT_HOST")
+    #: `name:sha256-of-key[:requests-per-second[:burst]]` entries separated by commas or
+    #: newlines; `python -m serving.keys new NAME` makes a key and its entry. Only hashes are
+    #: stored.
     api_keys: str = Field(default="", validation_alias="CLIENTINSIGHT_API_KEYS")
     #: The same format; admin keys may also call the admin routes (`/models`, `/admin/...`).
     admin_keys: str = Field(default="", validation_alias="CLIENTINSIGHT_ADMIN_KEYS")
@@ -28,17 +37,86 @@ class AccessSettings(BaseSettings):
     rate_limit_per_s: float = Field(
         default=200.0, gt=0, validation_alias="CLIENTINSIGHT_RATE_LIMIT_PER_S"
     )
-    #: Requests a key may send at once above its rate (a token bucket's size).
-    rate_limit_burst: int = Field(
-        default=400, ge=1, validation_alias="CLIENTINSIGHT_RATE_LIMIT_BURST"
+    #: A key may save up this many seconds of its rate for a burst (unless its entry sets a
+    #: burst): 2 s of 200 requests/s is a burst of 400, 2 s of 2 requests/s a burst of 4.
+    rate_limit_burst_s: float = Field(
+        default=2.0, gt=0, le=3600, validation_alias="CLIENTINSIGHT_RATE_LIMIT_BURST_S"
     )
-    #: Largest request body accepted (413 above it): 128 MiB holds about a million CSV rows.
+    #: Replaced by CLIENTINSIGHT_RATE_LIMIT_BURST_S (one burst for every rate let slow keys
+    #: through at the fast keys' burst); refused when set, so no one relies on it unknowingly.
+    retired_burst: str | None = Field(
+        default=None, validation_alias="CLIENTINSIGHT_RATE_LIMIT_BURST"
+    )
+    #: Largest request body of a file route (413 above it): 128 MiB holds about a million CSV
+    #: rows.
     max_body_bytes: int = Field(
         default=128 * 2**20, ge=1024, validation_alias="CLIENTINSIGHT_MAX_BODY_BYTES"
     )
+    #: Largest body of a JSON route: 1,000 records in the IBM names take about 0.8 MB.
+    max_json_body_bytes: int = Field(
+        default=4 * 2**20, ge=1024, validation_alias="CLIENTINSIGHT_MAX_JSON_BODY_BYTES"
+    )
+    #: Most columns an uploaded table may have (checked from its header or metadata).
+    max_columns: int = Field(default=1000, ge=1, validation_alias="CLIENTINSIGHT_MAX_COLUMNS")
+    #: Largest decoded size of an uploaded table's data (Parquet and Arrow are checked before
+    #: they are decompressed, so a small file that would expand past it is refused).
+    max_table_bytes: int = Field(
+        default=512 * 2**20, ge=2**20, validation_alias="CLIENTINSIGHT_MAX_TABLE_BYTES"
+    )
+    #: Threads per API worker that read, validate and write uploaded tables (off the event
+    #: loop), and how many more uploads may wait for one; beyond that, 503 with Retry-After.
+    upload_threads: int = Field(
+        default=2, ge=1, le=32, validation_alias="CLIENTINSIGHT_UPLOAD_THREADS"
+    )
+    uploads_waiting: int = Field(
+        default=4, ge=0, le=1000, validation_alias="CLIENTINSIGHT_UPLOADS_WAITING"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address (127.0.0.1 for this machine only, 0.0.0.0 for "
+                "every interface)"
+            ) from None
+        return value
+
+    @field_validator("retired_burst")
+    @classmethod
+    def _retired(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "no longer read: set "
+                "CLIENTINSIGHT_RATE_LIMIT_BURST_S (seconds of a key's rate it may burst, "
+                "default 2) or give the key its own burst (name:sha256:rate:burst)"
+            )
+        return None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> AccessSettings:
     """The process-wide access settings."""
     return AccessSettings()
+
+
+def configuration_problem(exc: ValueError) -> str:
+    """A bad setting as one line: each variable and what is wrong with it."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+    return str(exc)
+
+
+def refuse_bad_configuration(load: Callable[[], T]) -> T:
+    """`load()`, or, for a mistake in the configuration, stop the process with one line that
+    names it (a traceback would bury the reason at the bottom of sixty lines)."""
+    try:
+        return load()
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise SystemExit(f"clientinsight: cannot start: {configuration_problem(exc)}") from None

@@ -50,6 +50,33 @@ def release_request_timers() -> None:
     TimeoutMiddleware.__call__ = bounded  # type: ignore[method-assign]
 
 
+def quiet_readiness_probe() -> None:
+    """Answer `/readyz` 503 while a model service is still loading, without a traceback.
+
+    BentoML 1.4.39's probe asks each dependency whether it is ready; a model worker that is
+    still loading its models accepts the connection but does not answer, and the probe's
+    timeout escapes as an unhandled exception: an ERROR traceback in the log for every poll
+    during a normal start. Here any failure of the probe is what it means, "not ready yet".
+    """
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from starlette.exceptions import HTTPException
+    from starlette.responses import PlainTextResponse
+
+    probe = getattr(ServiceAppFactory.readyz, "probe", ServiceAppFactory.readyz)
+
+    async def readyz(self: Any, request: Any) -> Any:
+        try:
+            return await probe(self, request)
+        except HTTPException:
+            raise
+        except Exception as exc:  # a dependency that does not answer (yet)
+            reason = type(exc).__name__
+            return PlainTextResponse(f"model services not ready ({reason})\n", status_code=503)
+
+    readyz.probe = probe  # type: ignore[attr-defined]
+    ServiceAppFactory.readyz = readyz
+
+
 def fix_output_media_types(*services: Any) -> None:
     """Decide each API's response media type once, at import, instead of on every response.
 

@@ -34,9 +34,8 @@ def guarded(
         **mlflow_env(mlflow_store),
         "DATABASE_URL": f"sqlite:///{root / 'predictions.db'}",
         "CLIENTINSIGHT_ENV": "production",
-        "CLIENTINSIGHT_API_KEYS": f"crm:{hash_key(USER)}:2",
+        "CLIENTINSIGHT_API_KEYS": f"crm:{hash_key(USER)}:2:5",
         "CLIENTINSIGHT_ADMIN_KEYS": f"ops:{hash_key(ADMIN)}",
-        "CLIENTINSIGHT_RATE_LIMIT_BURST": "5",
         "CLIENTINSIGHT_MAX_BODY_BYTES": str(64 * 1024),
     }
     # The readiness check reads /models, which now needs the admin key.

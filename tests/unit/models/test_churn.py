@@ -94,12 +94,27 @@ def test_total_charges_must_be_present_even_if_null() -> None:
         ("contract", "Three year"),
         ("gender", "F"),
         ("partner", "maybe"),
+        # Sloppiness that would change a decision: a boolean read as 1, implausible money.
+        ("tenure", True),
+        ("monthly_charges", False),
+        ("total_charges", True),
+        ("tenure", churn.MAX_TENURE_MONTHS + 1),
+        ("monthly_charges", 1e308),
+        ("total_charges", 1e308),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
         churn.Customer.model_validate({**SNAKE, field: value})
     assert [e["loc"] for e in info.value.errors()] == [(field,)]
+
+
+def test_the_plausibility_bounds_admit_every_real_customer(telco_csv: object) -> None:
+    frame = pd.read_csv(str(telco_csv))
+    assert frame["tenure"].max() <= churn.MAX_TENURE_MONTHS
+    assert frame["MonthlyCharges"].max() * 5 <= churn.MAX_MONTHLY_CHARGES
+    totals = pd.to_numeric(frame["TotalCharges"], errors="coerce")
+    assert totals.max() * 5 <= churn.MAX_TOTAL_CHARGES
 
 
 def test_unknown_fields_are_rejected_by_name() -> None:

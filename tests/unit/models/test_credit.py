@@ -62,7 +62,17 @@ def test_leakage_columns_are_never_features() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("age", 0.5), ("income", -1), ("reports", -2), ("owner", "perhaps")]
+    ("field", "value"),
+    [
+        ("age", 0.5),
+        ("income", -1),
+        ("income", 1e308),
+        ("reports", -2),
+        ("owner", "perhaps"),
+        ("reports", True),
+        ("active", False),
+        ("age", True),
+    ],
 )
 def test_impossible_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
