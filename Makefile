@@ -42,8 +42,13 @@ up: install
 	$(BIN)/python -m training ensure
 	$(MAKE) --no-print-directory serve
 
+# BENTOML_HOME holds the Prometheus multiprocess files, which `bentoml serve` wipes at start:
+# a home of its own per server, so a second server on this machine cannot zero this one's
+# /metrics. Listens on 127.0.0.1 unless CLIENTINSIGHT_HOST says otherwise.
 serve: install migrate
-	$(BIN)/bentoml serve service:ClientInsight --port $(PORT)
+	@home=$$(mktemp -d "$${TMPDIR:-/tmp}/clientinsight-bentoml.XXXXXX"); \
+	trap 'rm -rf "$$home"' EXIT INT TERM; \
+	BENTOML_HOME="$$home" $(BIN)/bentoml serve service:ClientInsight --port $(PORT)
 
 train: install
 	$(BIN)/python -m training churn

@@ -82,7 +82,8 @@ def server(
     process = subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, **env},
+        # A BentoML home per server: `bentoml serve` wipes its Prometheus files at start.
+        env={**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-", dir=log_dir), **env},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

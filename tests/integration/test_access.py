@@ -3,7 +3,6 @@ mode refusing to start open."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from serving.access import hash_key
 from serving.keys import new_key
 from tests.support.models import mlflow_env
 from tests.support.postgres import free_port
-from tests.support.server import ROOT, Server, _bentoml, serve, stop
+from tests.support.server import ROOT, Server, _bentoml, serve, server_env, stop
 from tests.unit.models.test_churn import SNAKE
 
 pytestmark = [pytest.mark.integration]
@@ -99,7 +98,7 @@ def test_production_without_keys_refuses_to_start(
         process = subprocess.Popen(
             [_bentoml(), "serve", "service:ClientInsight", "--port", str(free_port())],
             cwd=ROOT,
-            env={**os.environ, **env},
+            env=server_env(env, tmp_path),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,26 +39,37 @@ class Server:
         raise AssertionError(f"no {service_name} worker process found")
 
 
+def server_env(env: dict[str, str], directory: Path) -> dict[str, str]:
+    """The environment of a test server: `env` over ours, and a BentoML home of its own (its
+    Prometheus files, which `bentoml serve` wipes at start, are then no other server's)."""
+    home = Path(tempfile.mkdtemp(prefix="bentoml-home-", dir=directory))
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_HOME": str(home),
+        **env,
+    }
+
+
 def _bentoml() -> str:
     return str(Path(sys.executable).with_name("bentoml"))
 
 
 @contextmanager
 def serve(
-    env: dict[str, str], log_path: Path, timeout: float = 90, admin_key: str | None = None
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float = 90,
+    admin_key: str | None = None,
 ) -> Iterator[Server]:
     """Start the service with `env` added; wait until the model answers; SIGTERM on exit.
 
     `admin_key`: for a service that requires keys (readiness is read from `/models`).
     """
     port = free_port()
-    full_env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "BENTOML_DO_NOT_TRACK": "True",
-        **env,
-    }
+    full_env = server_env(env, log_path.parent)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [_bentoml(), "serve", "service:ClientInsight", "--port", str(port)],
