@@ -127,7 +127,7 @@ def test_postgres_down_for_30_seconds_loses_nothing(
 ) -> None:
     database_url = own_cluster.create_database()
     env = _env(mlflow_store, database_url, tmp_path / "journal")
-    with serve(env, tmp_path / "s.log") as server:
+    with serve(env, tmp_path / "s.log", faults_expected=True) as server:
         with Load(server.url) as load:
             time.sleep(3)
             own_cluster.stop()
@@ -156,7 +156,9 @@ def test_outage_counters_on_metrics(
     """The writer's counters are on /metrics and move the way an operator would expect."""
     database_url = own_cluster.create_database()
     with serve(
-        _env(mlflow_store, database_url, tmp_path / "journal"), tmp_path / "s.log"
+        _env(mlflow_store, database_url, tmp_path / "journal"),
+        tmp_path / "s.log",
+        faults_expected=True,  # the database is stopped under it
     ) as server:
         ok = httpx.post(f"{server.url}/churn/predict", json={"customers": [SNAKE]}, timeout=30)
         assert ok.status_code == 200
@@ -182,13 +184,18 @@ def test_sigterm_mid_load_keeps_every_answered_row(
 ) -> None:
     database_url = own_cluster.create_database()
     env = _env(mlflow_store, database_url, tmp_path / "journal")
-    with serve(env, tmp_path / "first.log") as server, Load(server.url) as load:
+    with (
+        serve(env, tmp_path / "first.log", faults_expected=True) as server,
+        Load(server.url) as load,
+    ):
         time.sleep(4)
         stop(server.process)  # SIGTERM to the whole service while the clients keep sending
         assert server.process.returncode is not None
     answered = {a.request_id for a in load.answered}
     assert len(answered) > 100
-    with serve(env, tmp_path / "second.log"):  # a restart replays whatever was journaled
+    with serve(
+        env, tmp_path / "second.log", faults_expected=True
+    ):  # a restart replays whatever was journaled
         stored = _stored_request_ids(database_url, 30, answered)
     assert answered <= stored, f"{len(answered - stored)} answered rows missing after SIGTERM"
     print(f"SIGTERM mid-load: {len(answered)} answered, all {len(answered)} rows stored")
@@ -199,7 +206,7 @@ def test_kill_9_of_the_api_worker_loses_at_most_the_documented_window(
 ) -> None:
     database_url = own_cluster.create_database()
     env = _env(mlflow_store, database_url, tmp_path / "journal")
-    with serve(env, tmp_path / "s.log") as server, Load(server.url) as load:
+    with serve(env, tmp_path / "s.log", faults_expected=True) as server, Load(server.url) as load:
         time.sleep(4)
         victim = server.worker("clientinsight")
         killed = time.monotonic()

@@ -1,8 +1,13 @@
-"""A real `bentoml serve service:ClientInsight` process on a free port."""
+"""A real `bentoml serve service:ClientInsight` process on a free port.
+
+Its log is read when it stops: a 5xx answer, a traceback or an ERROR line fails the test that
+started it, unless the test injects faults itself (a killed worker, a stopped database).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +24,8 @@ import psutil
 from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+#: What a healthy server never logs: an answer of 500 or more, a traceback, an ERROR line.
+FAULTS = re.compile(r"status=5\d\d|Traceback \(most recent call last\)|\[ERROR\]")
 
 
 @dataclass
@@ -30,6 +37,10 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def faults(self) -> list[str]:
+        """The log's lines that show a server fault (`FAULTS`)."""
+        return [line for line in self.log().splitlines() if FAULTS.search(line)]
 
     def worker(self, service_name: str) -> psutil.Process:
         """The worker process of one service (`clientinsight`, `churn_model`, ...)."""
@@ -63,8 +74,10 @@ def serve(
     log_path: Path,
     timeout: float = 90,
     admin_key: str | None = None,
+    faults_expected: bool = False,
 ) -> Iterator[Server]:
-    """Start the service with `env` added; wait until the model answers; SIGTERM on exit.
+    """Start the service with `env` added; wait until the model answers; SIGTERM on exit, then
+    fail if the log shows a fault (`FAULTS`) and the test did not say it causes some.
 
     `admin_key`: for a service that requires keys (readiness is read from `/models`).
     """
@@ -100,6 +113,10 @@ def serve(
         yield server
     finally:
         stop(process)
+    found = server.faults()
+    if found and not faults_expected:
+        shown = "\n".join(found[:20])
+        raise AssertionError(f"the server logged {len(found)} fault lines ({log_path}):\n{shown}")
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
