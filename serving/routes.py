@@ -354,8 +354,9 @@ def _limits() -> TableLimits:
 
 
 def _answer_table(upload: Upload, scored: Scored) -> bytes:
-    """The upload's own columns, in order, plus the answer's columns, in the upload's format."""
-    out = upload.frame.copy()
+    """The upload's own columns, in order, plus the answer's columns, in the upload's format.
+    The frame is this request's alone: the columns are added to it, not to a copy."""
+    out = upload.frame
     for column, values in scored.columns.items():
         out[column] = values
     return write_table(out, upload.format)

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from serving.openapi import ERROR, SECURITY_SCHEMES, document
 from serving.routes import RouteTable
-from tests.unit.serving.test_routes import Service, Toy, ToyAnswer
+from tests.unit.serving.test_routes import Service, toy_routes
 
 
 def _routes() -> RouteTable:
-    routes = RouteTable(FastAPI(), service=Service)
-    routes.predict(
-        "/toy/predict",
-        operation="toy_predict",
-        field="toys",
-        record=Toy,
-        answer=ToyAnswer,
-        handler=Service.predict,
-        summary="toys",
-    )
-    routes.upload(
-        "/toy/predict_file",
-        operation="toy_predict_file",
-        record=Toy,
-        aliases={},
-        handler=Service.score,
-        answer_name="toys",
-        summary="files",
-    )
-    return routes
+    return toy_routes(Service())
 
 
 def _spec(routes: RouteTable) -> dict[str, Any]:

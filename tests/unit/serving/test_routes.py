@@ -51,8 +51,8 @@ def service() -> Service:
     return Service()
 
 
-@pytest.fixture
-def client(service: Service) -> httpx.AsyncClient:
+def toy_routes(service: Service) -> RouteTable:
+    """A JSON route and a file route for the toy contract, served by `service`."""
     app = FastAPI()
     errors.install(app)
     routes = RouteTable(app, service=lambda: service)
@@ -74,6 +74,12 @@ def client(service: Service) -> httpx.AsyncClient:
         answer_name="toy_scores",
         summary="toy files",
     )
+    return routes
+
+
+@pytest.fixture
+def client(service: Service) -> httpx.AsyncClient:
+    app = toy_routes(service).app
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
