@@ -110,4 +110,7 @@ def test_production_without_keys_refuses_to_start(
     finally:
         stop(process)
     assert process.returncode != 0
-    assert "refusing to serve an open API" in log_path.read_text(errors="replace")
+    # One line naming the problem and the fix, not a traceback with the reason at the bottom.
+    [line] = log_path.read_text(errors="replace").strip().splitlines()
+    assert line.startswith("clientinsight: cannot start: CLIENTINSIGHT_ENV=production")
+    assert "refusing to serve an open API" in line and "python -m serving.keys new" in line
