@@ -1,5 +1,7 @@
 # ClientInsight: the two commands are `make up` and `make test`.
 SHELL := /bin/bash
+# A pipeline fails when any part of it fails (the install step filters pip's output).
+.SHELLFLAGS := -o pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
@@ -28,12 +30,16 @@ help:
 	@echo "make clean     remove the local MLflow store, predictions database and venv"
 
 $(BIN)/python:
+	@echo "==> creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the dependency list changes.
+# Reinstall only when the dependency list changes. pip's own lines are the progress (one per
+# package collected, then the install); the already-satisfied ones are left out.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[demo,dev]"
+	@echo "==> installing ClientInsight and its dependencies into $(VENV) (the first time takes minutes)"
+	$(BIN)/pip install --progress-bar off -e ".[demo,dev]" \
+		| { grep --line-buffered -Ev '^(Requirement already satisfied|  )' || true; }
 	@touch $@
 
 install: $(VENV)/.installed
