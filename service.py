@@ -1,13 +1,15 @@
-"""BentoML services: a thin, typed entry API and one model service per model family.
+"""BentoML services: the entry API and one model service per model family, and the routes.
 
     bentoml serve service:ClientInsight --port 3000
 
-The entry service (`ClientInsight`) validates, calls the model services over a process boundary
+The entry service (`ClientInsight`) calls the model services over a process boundary
 (`bentoml.depends`), applies the business decision from `models/`, and hands every prediction to
 the persistence hook; concurrent requests are batched adaptively before the hop
-(`serving/batching.py`). Inference lives in `ChurnModel` and `CreditModels`, each in its own
-worker processes, so one failing model family leaves the others serving. No feature logic and
-no SQL here: those live in `models/` and `persistence/`.
+(`serving/batching.py`). Its routes, declared at the end, live on a mounted FastAPI app: the
+route table (`serving/routes.py`) reads and validates bodies and uploads and writes answers, the
+front door (`serving/access.py`) checks keys and limits first. Inference lives in `ChurnModel`
+and `CreditModels`, each in its own worker processes, so one failing model family leaves the
+others serving. No feature logic and no SQL here: those live in `models/` and `persistence/`.
 """
 
 from __future__ import annotations
