@@ -35,11 +35,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall only when the dependency list changes. pip's own lines are the progress (one per
-# package collected, then the install); the already-satisfied ones are left out.
+# package collected, then the install); the already-satisfied ones, and the warnings about
+# package indexes this machine's pip configuration names but does not have, are left out.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "==> installing ClientInsight and its dependencies into $(VENV) (the first time takes minutes)"
 	$(BIN)/pip install --progress-bar off -e ".[demo,dev]" \
-		| { grep --line-buffered -Ev '^(Requirement already satisfied|  )' || true; }
+		| { grep --line-buffered -Ev '^(Requirement already satisfied|  |WARNING: Location .* is ignored)' || true; }
 	@touch $@
 
 install: $(VENV)/.installed
