@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.urls import psycopg_url
 from models.settings import ModelSettings, get_settings
 
 if TYPE_CHECKING:
@@ -101,11 +102,8 @@ def configure_mlflow(settings: ModelSettings | None = None) -> MlflowClient:
     import mlflow
 
     settings = settings or get_settings()
-    uri = settings.mlflow_tracking_uri
-    for plain in ("postgresql://", "postgres://"):
-        if uri.startswith(plain):
-            # MLflow's default PostgreSQL driver is psycopg2; the project ships psycopg 3.
-            uri = "postgresql+psycopg://" + uri.removeprefix(plain)
+    # MLflow's default PostgreSQL driver is psycopg2; the project ships psycopg 3.
+    uri = psycopg_url(settings.mlflow_tracking_uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

@@ -1,4 +1,7 @@
-"""Engine factory: builds an engine when asked, never at import time."""
+"""Engine factory: builds an engine when asked, never at import time.
+
+`normalise_url` is `common.urls.psycopg_url`, shared with the MLflow registry client.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-
-def normalise_url(url: str) -> str:
-    """Use psycopg 3 for plain `postgresql://` URLs (what operators and Secrets usually hold)."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+from common.urls import psycopg_url as normalise_url
 
 
 def make_engine(url: str) -> Engine:

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.settings import PROJECT_ROOT
+from common.paths import PROJECT_ROOT
 
 
 class PersistenceSettings(BaseSettings):
