@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from models import gates
 from models.explain import Factor
+from models.family import Family, Recording, Training
 from models.fields import BlankIsNone, EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
     from models.explain import LinearExplainer
+    from models.registry import ServedModel
 
 MODEL_NAME = "churn"
 TARGET = "churn"
@@ -69,14 +73,6 @@ FEATURE_DTYPES: dict[str, str] = {
     **dict.fromkeys(BINARY_FEATURES, "int64"),
     **dict.fromkeys(CATEGORICAL_FEATURES, "object"),
 }
-
-#: How a prediction is indexed in the `predictions` table: the decision's name, the model whose
-#: version fills `model_version`, who, headline score, headline label.
-DECISION_NAME = MODEL_NAME
-PRIMARY_MODEL = MODEL_NAME
-ENTITY_FIELD = "customer_id"
-SCORE_FIELD = "churn_probability"
-LABEL_FIELD = "risk_band"
 
 #: Columns the file route adds to an uploaded table, in this order...
 OUTPUT_COLUMNS: tuple[str, ...] = ("churn_probability", "churn", "risk_band", "model_version")
@@ -330,3 +326,57 @@ def score(
         else explainer.top_factors(features, TOP_FACTORS, records=customers)
     )
     return predictions_from_probabilities(customers, probabilities, threshold, version, factors)
+
+
+@dataclass(frozen=True)
+class ChurnScorer:
+    """One loaded `churn` version, scoring with its own threshold and explainer."""
+
+    model: ServedModel
+
+    @property
+    def models(self) -> tuple[ServedModel, ...]:
+        return (self.model,)
+
+    def score(self, records: Sequence[Customer]) -> list[ChurnPrediction]:
+        m = self.model
+        return score(m.predictor, records, m.threshold, m.version, m.explainer)
+
+    def score_frame(self, features: pd.DataFrame) -> pd.DataFrame:
+        m = self.model
+        return score_frame(m.predictor, features, m.threshold, m.version, m.explainer)
+
+
+def _assemble(models: Mapping[str, ServedModel], previous: Sequence[Any]) -> ChurnScorer:
+    return ChurnScorer(models[MODEL_NAME])
+
+
+FAMILY = Family(
+    name="churn",
+    models=(MODEL_NAME,),
+    record=Customer,
+    answer=ChurnPrediction,
+    records_field="customers",
+    recording=Recording(
+        decision=MODEL_NAME,
+        primary_model=MODEL_NAME,
+        entity_field="customer_id",
+        score_field="churn_probability",
+        label_field="risk_band",
+    ),
+    assemble=_assemble,
+    summary="Churn probability, decision, risk band and top factors per customer, in order",
+    file_summary="Score a CSV, Parquet or Arrow IPC file; the same format comes back with "
+    f"{', '.join(OUTPUT_COLUMNS)} and {FACTORS_COLUMN} columns added",
+    file_answer="churn_scores",
+    column_aliases=COLUMN_ALIASES,
+    output_columns=OUTPUT_COLUMNS,
+    optional_columns=(FACTORS_COLUMN,),
+    feature_frame=feature_frame,
+    gates={MODEL_NAME: gates.roc_auc(TARGET)},
+    training=Training(
+        module="training.churn",
+        default_data="IBM Telco Customer Churn (the project's reference CSV)",
+        help="train, evaluate, log and register the churn model",
+    ),
+)

@@ -14,7 +14,7 @@ API rejects them as unknown fields.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,11 +22,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from models import gates
 from models.explain import Factor
+from models.family import Family, Recording, Training
 from models.fields import EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
     from models.explain import LinearExplainer
+    from models.registry import ServedModel
 
 SEGMENT_MODEL = "credit-segment"
 APPROVAL_MODEL = "credit-approval"
@@ -76,10 +79,6 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
 )
 #: The decision's name in the `predictions` table; `model_versions` there holds both models.
 DECISION_NAME = "credit-evaluation"
-PRIMARY_MODEL = APPROVAL_MODEL
-ENTITY_FIELD = "applicant_id"
-SCORE_FIELD = "approval_probability"
-LABEL_FIELD = "eligible"
 
 
 class Applicant(BaseModel):
@@ -464,3 +463,80 @@ def mlflow_signature(output: str) -> Any:
     else:
         outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
     return ModelSignature(inputs=Schema(inputs), outputs=outputs)
+
+
+@dataclass(frozen=True)
+class CreditScorer:
+    """The two credit models that decide together, and the segment version's profiles."""
+
+    segment: ServedModel
+    segmentation: Segmentation
+    approval: ServedModel
+
+    @property
+    def models(self) -> tuple[ServedModel, ...]:
+        return (self.segment, self.approval)
+
+    def score(self, applicants: Sequence[Applicant]) -> list[CreditAssessment]:
+        """Both models on one batch: segment and approval probability per applicant."""
+        segments = assign_segments(
+            self.segment.predictor, self.segmentation, applicants, self.segment.version
+        )
+        a = self.approval
+        approvals = score_approval(a.predictor, applicants, a.threshold, a.version, a.explainer)
+        return [
+            CreditAssessment(segment=s, approval=p)
+            for s, p in zip(segments, approvals, strict=True)
+        ]
+
+
+def _assemble(models: Mapping[str, ServedModel], previous: Sequence[Any]) -> CreditScorer:
+    """The pair; the profiles belong to the segment version: reused with it, else loaded."""
+    from models.registry import load_json_artifact
+
+    segment, approval = models[SEGMENT_MODEL], models[APPROVAL_MODEL]
+    for scorer in previous:
+        if isinstance(scorer, CreditScorer) and scorer.segment.version == segment.version:
+            return CreditScorer(segment, scorer.segmentation, approval)
+    profiles = load_json_artifact(segment, "segments.json")
+    return CreditScorer(segment, Segmentation.from_dict(profiles), approval)
+
+
+def _describe_extra(scorer: Any, model: ServedModel) -> dict[str, Any]:
+    if isinstance(scorer, CreditScorer) and model.name == SEGMENT_MODEL:
+        return {"segments": scorer.segmentation.to_dict()}
+    return {}
+
+
+FAMILY = Family(
+    name="credit",
+    models=(SEGMENT_MODEL, APPROVAL_MODEL),
+    record=Applicant,
+    answer=CreditEvaluation,
+    scored=CreditAssessment,
+    decide=decide_all,
+    records_field="applicants",
+    recording=Recording(
+        decision=DECISION_NAME,
+        primary_model=APPROVAL_MODEL,
+        entity_field="applicant_id",
+        score_field="approval_probability",
+        label_field="eligible",
+    ),
+    assemble=_assemble,
+    describe_extra=_describe_extra,
+    verb="evaluate",
+    summary="Can each applicant become a credit-card client? Decision, segment and reasons",
+    file_summary="Evaluate a CSV, Parquet or Arrow IPC file of applicants; the same format "
+    f"comes back with {', '.join(OUTPUT_COLUMNS)} columns added",
+    file_answer="credit_evaluations",
+    column_aliases=COLUMN_ALIASES,
+    output_columns=OUTPUT_COLUMNS,
+    file_columns=file_columns,
+    gates={APPROVAL_MODEL: gates.roc_auc(TARGET), SEGMENT_MODEL: gates.silhouette()},
+    training=Training(
+        module="training.credit",
+        default_data="AER CreditCard (the project's reference CSV)",
+        help="train, evaluate, log and register credit-segment and credit-approval",
+    ),
+)

@@ -128,34 +128,48 @@ def _floats(values: Column) -> list[float | None]:
     return [None if v is None or (v != v) else float(v) for v in values]
 
 
+class Recording(Protocol):
+    """How a decision's predictions are stored (each model family declares one): its name in
+    `model_name`, which model's version fills `model_version`, and which answer fields index
+    the row."""
+
+    @property
+    def decision(self) -> str: ...
+    @property
+    def primary_model(self) -> str: ...
+    @property
+    def entity_field(self) -> str: ...
+    @property
+    def score_field(self) -> str: ...
+    @property
+    def label_field(self) -> str: ...
+
+
 def prediction_block(
     *,
-    model_name: str,
+    recording: Recording,
     request_id: str,
     source: str,
     inputs: Mapping[str, Column],
     outputs: Mapping[str, Column],
-    entity_field: str,
-    score_field: str,
-    label_field: str,
     latency_ms: float,
-    primary_model: str | None = None,
     shadow_of: Sequence[str] | None = None,
 ) -> PredictionBlock:
-    """A block from one request's input and output columns, for any model's contract.
+    """A block from one request's input and output columns, stored as `recording` says.
 
     The outputs name their version as a `model_version` column, or several as `model_versions`
     (one dict per row); then the `primary_model`'s version fills the `model_version` column.
     With `shadow_of` (the champion block's row ids) the block holds a challenger's shadow
     scores of the same rows.
     """
+    model_name = recording.decision
     rows = len(next(iter(outputs.values())))
     lengths = {name: len(values) for name, values in {**inputs, **outputs}.items()}
     if set(lengths.values()) != {rows}:
         raise ValueError(f"every column must have the same number of rows: {lengths}")
     if "model_versions" in outputs:
         versions = list(outputs["model_versions"])
-        version: Column = [v[primary_model or model_name] for v in versions]
+        version: Column = [v[recording.primary_model] for v in versions]
     else:
         version = outputs["model_version"]
         one_each: dict[str, dict[str, str]] = {}  # one dict per distinct version, shared
@@ -171,9 +185,9 @@ def prediction_block(
         ids=random_uuids(rows),
         model_version=version,
         model_versions=versions,
-        entity_id=outputs.get(entity_field, [None] * rows),
-        score=outputs.get(score_field, [None] * rows),
-        label=outputs.get(label_field, [None] * rows),
+        entity_id=outputs.get(recording.entity_field, [None] * rows),
+        score=outputs.get(recording.score_field, [None] * rows),
+        label=outputs.get(recording.label_field, [None] * rows),
         inputs=inputs,
         outputs=outputs,
         role="champion" if shadow_of is None else "challenger",

@@ -80,7 +80,8 @@ def validation_detail(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def reason(exc: BaseException) -> str:
-    """An exception as the reason text of a 503 or of an unavailable entry in `/models`."""
+    """An exception as one reason text: of a 503, an unavailable entry in `/models`, a failed
+    reload or shadow call (the one place it is worded)."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from serving import errors
+
 log = logging.getLogger("clientinsight.reload")
 
 
@@ -78,7 +80,7 @@ class LiveModels(Generic[B]):
             previous = self.current
             fresh = self._load(previous)
         except Exception as exc:  # the registry or a model artifact; keep serving what we have
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = errors.reason(exc)
             if reason != self.last_error:
                 log.warning(
                     "%s: reload failed, still serving %s (%s)",

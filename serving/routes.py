@@ -24,12 +24,11 @@ import pandas as pd
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from models import tabular
-from models.settings import get_settings as get_model_settings
 from serving.errors import ApiError, problem, validation_detail
-from serving.settings import get_settings
+from serving.settings import get_serving_settings, get_settings
 from serving.tables import MEDIA_TYPES, TableFormat, TableLimits, read_table, write_table
 from serving.uploads import FILE_FIELD, file_part, offload, pool
 
@@ -221,7 +220,7 @@ class RouteTable:
 
         async def endpoint(request: Request) -> Response:
             body = await request.body()
-            limit = get_model_settings().max_rows_per_request
+            limit = get_serving_settings().max_rows_per_request
             if len(body) > INLINE_JSON_BYTES:
                 records = await offload(spec.parse, body, model, limit)
             else:
@@ -266,7 +265,7 @@ class RouteTable:
             frame, fmt = read_table(file_part(body, content_type), _limits())
             try:
                 columns = tabular.validate_columns(
-                    frame, record, aliases, get_model_settings().max_rows_per_file
+                    frame, record, aliases, get_serving_settings().max_rows_per_file
                 )
             except tabular.TableError as exc:
                 raise ApiError(
@@ -317,6 +316,23 @@ class RouteTable:
             dict.fromkeys(_TABLE_TYPES, binary),
         )
 
+    def info(
+        self,
+        path: str,
+        *,
+        operation: str,
+        handler: Callable[[Any], Awaitable[Any]],
+        summary: str,
+    ) -> None:
+        """`GET path`: the handler's JSON document (an operator's view of the service)."""
+
+        async def endpoint(request: Request) -> Response:
+            return JSONResponse(await handler(self._service()))
+
+        self.app.add_api_route(
+            path, endpoint, methods=["GET"], operation_id=operation, summary=summary
+        )
+
     def _add(
         self,
         path: str,
@@ -347,7 +363,7 @@ def _title(operation: str) -> str:
 def _limits() -> TableLimits:
     settings = get_settings()
     return TableLimits(
-        rows=get_model_settings().max_rows_per_file,
+        rows=get_serving_settings().max_rows_per_file,
         columns=settings.max_columns,
         data_bytes=settings.max_table_bytes,
     )

@@ -1,11 +1,12 @@
-"""Who may call the API and how much: the address it listens on, API keys, rate limits, and
-the limits on bodies and uploaded tables."""
+"""The server's settings: how it runs (`ServingSettings`: workers, batching, shadowing, reload,
+timeouts, row limits; `FamilySettings`: per model family), and who may call it and how much
+(`AccessSettings`: the address, API keys, rate limits, body and table limits)."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
@@ -94,6 +95,79 @@ class AccessSettings(BaseSettings):
                 "default 2) or give the key its own burst (name:sha256:rate:burst)"
             )
         return None
+
+
+class ServingSettings(BaseSettings):
+    """How the service runs, whatever the family (per-family knobs: `FamilySettings`)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    #: Seconds between two looks at the registry's aliases in each model worker; 0: no reload.
+    reload_interval_s: float = Field(
+        default=10.0, ge=0, validation_alias="CLIENTINSIGHT_RELOAD_INTERVAL_S"
+    )
+    #: Share of API requests also scored by the challenger, off the request path.
+    shadow_sample: float = Field(
+        default=0.1, ge=0, le=1, validation_alias="CLIENTINSIGHT_SHADOW_SAMPLE"
+    )
+    #: Records waiting for shadow scoring per API worker and family; above it, samples are
+    #: skipped.
+    shadow_max_pending: int = Field(
+        default=5000, ge=1, validation_alias="CLIENTINSIGHT_SHADOW_MAX_PENDING"
+    )
+    #: Model-service calls in flight per family and API worker (serving/batching.py).
+    model_calls_in_flight: int = Field(
+        default=2, ge=1, le=64, validation_alias="CLIENTINSIGHT_MODEL_CALLS_IN_FLIGHT"
+    )
+    api_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_API_WORKERS")
+    #: OpenTelemetry spans per request. Off by default: with no exporter configured they cost
+    #: CPU for nothing (bench/README.md).
+    tracing: bool = Field(default=False, validation_alias="CLIENTINSIGHT_TRACING")
+    #: One access-log line per public request (the model services never log the internal hop).
+    access_log: bool = Field(default=True, validation_alias="CLIENTINSIGHT_ACCESS_LOG")
+    #: Seconds a model-service call may take before the entry API gives up with a 503.
+    model_timeout_s: float = Field(
+        default=30.0, gt=0, validation_alias="CLIENTINSIGHT_MODEL_TIMEOUT_S"
+    )
+    #: Rows per model-service call when scoring an uploaded file.
+    file_chunk_rows: int = Field(
+        default=2000, ge=1, validation_alias="CLIENTINSIGHT_FILE_CHUNK_ROWS"
+    )
+    max_rows_per_request: int = Field(
+        default=1000, ge=1, validation_alias="CLIENTINSIGHT_MAX_ROWS_PER_REQUEST"
+    )
+    max_rows_per_file: int = Field(
+        default=1_000_000, ge=1, validation_alias="CLIENTINSIGHT_MAX_ROWS_PER_FILE"
+    )
+
+
+class FamilySettings(BaseSettings):
+    """One family's knobs, `CLIENTINSIGHT_<FAMILY>_WORKERS` and `..._MAX_BATCH_SIZE` (the
+    family's name in capitals, `-` as `_`); `family_settings(name)` reads them."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    #: Model-service worker processes of this family.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Records per model-service call (adaptive batching, serving/batching.py).
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+def env_prefix(family: str) -> str:
+    """`CLIENTINSIGHT_CHURN_`, `CLIENTINSIGHT_CREDIT_`, ...: where a family's knobs live."""
+    return f"CLIENTINSIGHT_{family.upper().replace('-', '_')}_"
+
+
+@cache
+def family_settings(family: str) -> FamilySettings:
+    """The family's settings from its prefixed variables, read once per family."""
+    return FamilySettings(_env_prefix=env_prefix(family))
+
+
+@lru_cache(maxsize=1)
+def get_serving_settings() -> ServingSettings:
+    """The process-wide serving settings."""
+    return ServingSettings()
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from serving import errors
 from serving.batching import MicroBatcher
 
 log = logging.getLogger("clientinsight.shadow")
@@ -114,9 +115,7 @@ class Shadow(Generic[In, Out]):
             now = time.monotonic()
             if now - self._last_log > _LOG_EVERY_S:
                 self._last_log = now
-                log.warning(
-                    "%s shadow scoring failed: %s: %s", self.family, type(exc).__name__, exc
-                )
+                log.warning("%s shadow scoring failed: %s", self.family, errors.reason(exc))
         finally:
             self.stats.pending -= len(items)
 

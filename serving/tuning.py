@@ -103,6 +103,11 @@ def untraced() -> dict[str, Any]:
     return {"excluded_urls": [".*"]}
 
 
+def tracing(enabled: bool) -> dict[str, Any]:
+    """A service's `tracing` config: BentoML's spans when `enabled`, else `untraced()`."""
+    return {} if enabled else untraced()
+
+
 def tune_garbage_collector() -> None:
     """Keep the garbage collector's pauses off the request path (the 99th percentile).
 

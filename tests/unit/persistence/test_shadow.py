@@ -14,6 +14,7 @@ from persistence.journal import Journal
 from persistence.shadow import compare
 from persistence.tables import predictions
 from persistence.writer import COLUMNS, PredictionBlock, PredictionWriter, prediction_block
+from tests.support.records import recording
 
 
 def _block(
@@ -21,7 +22,12 @@ def _block(
 ) -> PredictionBlock:
     n = len(scores)
     return prediction_block(
-        model_name="churn",
+        recording=recording(
+            "churn",
+            entity_field="customer_id",
+            score_field="churn_probability",
+            label_field="risk_band",
+        ),
         request_id=champion.request_id if champion else f"r-{version}-{scores[0]}",
         source="api",
         inputs={} if champion else {"i": list(range(n))},
@@ -31,9 +37,6 @@ def _block(
             "risk_band": bands,
             "model_version": [version] * n,
         },
-        entity_field="customer_id",
-        score_field="churn_probability",
-        label_field="risk_band",
         latency_ms=1.0,
         shadow_of=champion.ids if champion else None,
     )

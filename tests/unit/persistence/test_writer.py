@@ -25,13 +25,19 @@ from persistence.writer import (
     prediction_block,
     record_columns,
 )
+from tests.support.records import recording
 from tests.unit.models.test_churn import SNAKE
 
 
 def _rows(n: int, request_id: str = "r") -> PredictionBlock:
     """`n` predictions of one request: input `i` is the row number."""
     return prediction_block(
-        model_name="churn",
+        recording=recording(
+            "churn",
+            entity_field="id",
+            score_field="p",
+            label_field="band",
+        ),
         request_id=request_id,
         source="api",
         inputs={"i": list(range(n))},
@@ -41,9 +47,6 @@ def _rows(n: int, request_id: str = "r") -> PredictionBlock:
             "band": ["medium"] * n,
             "model_version": ["1"] * n,
         },
-        entity_field="id",
-        score_field="p",
-        label_field="band",
         latency_ms=1.0,
     )
 
@@ -229,14 +232,16 @@ def _block_for_one_customer() -> PredictionBlock:
         model_version="3",
     )
     return prediction_block(
-        model_name="churn",
+        recording=recording(
+            "churn",
+            entity_field="customer_id",
+            score_field="churn_probability",
+            label_field="risk_band",
+        ),
         request_id="abc",
         source="file",
         inputs=record_columns([customer]),
         outputs=record_columns([answer]),
-        entity_field="customer_id",
-        score_field="churn_probability",
-        label_field="risk_band",
         latency_ms=2.5,
     )
 
@@ -278,15 +283,17 @@ def test_copy_rows_carry_each_document_as_json_text() -> None:
 def test_several_versions_fill_model_version_from_the_primary_model(tmp_path: Path) -> None:
     versions = {"credit-segment": "2", "credit-approval": "5"}
     block = prediction_block(
-        model_name="credit-evaluation",
-        primary_model="credit-approval",
+        recording=recording(
+            "credit-evaluation",
+            entity_field="applicant_id",
+            score_field="approval_probability",
+            label_field="eligible",
+            primary_model="credit-approval",
+        ),
         request_id="r",
         source="api",
         inputs={"age": [30.0]},
         outputs={"eligible": [True], "model_versions": [versions]},
-        entity_field="applicant_id",
-        score_field="approval_probability",
-        label_field="eligible",
         latency_ms=1.0,
     )
     [row] = _written(tmp_path, block)
@@ -297,14 +304,16 @@ def test_several_versions_fill_model_version_from_the_primary_model(tmp_path: Pa
 def test_rows_must_pair_up() -> None:
     with pytest.raises(ValueError, match="rows"):
         prediction_block(
-            model_name="churn",
+            recording=recording(
+                "churn",
+                entity_field="id",
+                score_field="p",
+                label_field="band",
+            ),
             request_id="r",
             source="api",
             inputs={"i": [1, 2]},
             outputs={"p": [0.5], "model_version": ["1"]},
-            entity_field="id",
-            score_field="p",
-            label_field="band",
             latency_ms=1.0,
         )
 
