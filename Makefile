@@ -58,8 +58,7 @@ serve: install migrate
 	BENTOML_HOME="$$home" $(BIN)/bentoml serve service:ClientInsight --port $(PORT)
 
 train: install
-	$(BIN)/python -m training churn
-	$(BIN)/python -m training credit
+	$(BIN)/python -m training all
 
 migrate: install
 	$(BIN)/python -m persistence upgrade

@@ -1,7 +1,8 @@
 """`python -m training ...`: the data scientist's entry point.
 
-python -m training churn [--data PATH.csv] [--sample N] [--seed S] [--C C]
-                                                           train, log, register (first -> @champion)
+python -m training FAMILY [--data PATH.csv] [--seed S] ...  train a catalog family's models, log,
+                                                           register (first -> @champion)
+python -m training all                                     train every family with its defaults
 python -m training ensure                                  train only models with no champion yet
 python -m training list                                    versions, aliases, key metrics
 python -m training promote MODEL --version N [--alias A] [--force]
@@ -13,80 +14,34 @@ python -m training shadow-report DECISION [--hours H]      champion vs challenge
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
 import sys
-from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
 
-#: Training entry for every served registered model: what `ensure` (and `make up`) checks.
-SERVED_MODELS = {"churn": "churn", "credit-segment": "credit", "credit-approval": "credit"}
+from models import catalog
+from models.family import Family
 
 
-def _train_churn(data: Path | None, sample: int | None, seed: int, C: float = 0.3) -> int:
-    from training import churn as churn_training
-    from training.data import load_churn
-    from training.progress import Steps
-    from training.registration import summary
-
-    steps = Steps.to_terminal()
-    with steps.step("load and validate churn data"):
-        dataset = load_churn(data, sample=sample, seed=seed)
-    console = Console(stderr=True)
-    console.print(f"data: {dataset.source} ({dataset.rows} rows, sha256 {dataset.sha256[:12]})")
-    config = churn_training.TrainingConfig(seed=seed, C=C)
-    result = churn_training.train(dataset, config, steps=steps)
-    table = Table(title=f"churn run {result.run_id}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in summary(result).items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
-    return 0
+def _training(family: Family) -> Any:
+    """The family's training module (`add_arguments`, `run`), imported when it is used."""
+    assert family.training is not None  # Family.check
+    return importlib.import_module(family.training.module)
 
 
-def _train_credit(data: Path | None, seed: int) -> int:
-    from training import credit as credit_training
-    from training.data import load_credit
-    from training.progress import Steps
-    from training.registration import summary
+def _train(family: Family, args: argparse.Namespace) -> int:
+    return int(_training(family).run(args))
 
-    steps = Steps.to_terminal()
-    with steps.step("load and validate credit data"):
-        dataset = load_credit(data)
-    console = Console(stderr=True)
-    console.print(
-        f"data: {dataset.source} ({dataset.rows} rows, {len(dataset.rejected)} rejected, "
-        f"sha256 {dataset.sha256[:12]})"
-    )
-    for reason in dataset.rejected:
-        console.print(f"  rejected {reason}")
-    result = credit_training.train(dataset, credit_training.CreditConfig(seed=seed), steps=steps)
-    k_table = Table(title="number of segments: evidence")
-    for column in ("k", "silhouette", "stability (ARI)", "smallest segment"):
-        k_table.add_column(column, justify="right")
-    for row in result.k_selection:
-        k_table.add_row(
-            f"{row['k']:.0f}",
-            f"{row['silhouette']:.3f}",
-            f"{row['stability']:.3f}",
-            f"{row['smallest_segment']:.0f}",
-        )
-    Console().print(k_table)
-    for name, part in (("credit-segment", result.segment), ("credit-approval", result.approval)):
-        table = Table(title=f"{name} run {part.run_id}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in summary(part).items():
-            if key.startswith(("silhouette_k", "stability_ari_k")):
-                continue
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-        Console().print(table)
-    return 0
+
+def _train_with_defaults(family: Family) -> int:
+    defaults = _Parser(prog=f"python -m training {family.name}")
+    _training(family).add_arguments(defaults)
+    return _train(family, defaults.parse_args([]))
 
 
 def _ensure() -> int:
@@ -94,18 +49,21 @@ def _ensure() -> int:
     from models.settings import get_settings
 
     alias = get_settings().serving_alias
-    todo: list[str] = []
-    for name, command in SERVED_MODELS.items():
-        if has_alias(name, alias):
-            print(f"{name}@{alias} exists: not retraining (use `make train` to retrain)")
-        elif command not in todo:
-            print(f"{name}@{alias} missing: training `{command}` now")
-            todo.append(command)
-    for command in todo:
-        if command == "churn":
-            _train_churn(None, None, 42)
-        else:
-            _train_credit(None, 42)
+    for family in catalog.FAMILIES:
+        missing = [name for name in family.models if not has_alias(name, alias)]
+        for name in family.models:
+            if name not in missing:
+                print(f"{name}@{alias} exists: not retraining (use `make train` to retrain)")
+        if missing:
+            names = ", ".join(f"{name}@{alias}" for name in missing)
+            print(f"{names} missing: training `{family.name}` now")
+            _train_with_defaults(family)
+    return 0
+
+
+def _all() -> int:
+    for family in catalog.FAMILIES:
+        _train_with_defaults(family)
     return 0
 
 
@@ -142,7 +100,7 @@ def _promote(name: str, version: str, alias: str | None, force: bool) -> int:
             f": {done.metric} {done.candidate_score:.4f} vs {done.previous_score:.4f} "
             f"(delta {done.delta:+.4f}, {done.evaluation_rows} shared hold-out rows)"
         )
-    forced = " (forced)" if done.forced and (done.delta or 0) < 0 else ""
+    forced = " (forced)" if done.forced and done.worse else ""
     print(
         f"{name}@{done.alias} -> version {version}{forced}, was {done.previous or 'unset'}{figures}"
     )
@@ -217,39 +175,36 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("churn", help="train, evaluate, log and register the churn model")
-    train.add_argument("--data", type=Path, help="IBM Telco CSV in its original schema")
-    train.add_argument("--sample", type=int, help="train on a stratified sample of N rows")
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument(
-        "--C",
-        type=float,
-        default=0.3,
-        help="inverse regularisation strength of the logistic regression (default 0.3)",
-    )
-    credit = commands.add_parser(
-        "credit", help="train, evaluate, log and register credit-segment and credit-approval"
-    )
-    credit.add_argument("--data", type=Path, help="AER CreditCard CSV in its original schema")
-    credit.add_argument("--seed", type=int, default=42)
+    served = [name for family in catalog.FAMILIES for name in family.models]
+    for family in catalog.FAMILIES:
+        assert family.training is not None
+        sub = commands.add_parser(
+            family.name,
+            help=f"{family.training.help} (data: {family.training.default_data})",
+        )
+        _training(family).add_arguments(sub)
+        sub.set_defaults(family=family)
     commands.add_parser("ensure", help="train each served model that has no champion yet")
+    commands.add_parser("all", help="train every family in the catalog with its defaults")
     commands.add_parser("list", help="every version of the served models, aliases and metrics")
     promote = commands.add_parser(
         "promote", help="point @champion at a version if it is at least as good (or --alias)"
     )
-    promote.add_argument("model", choices=list(SERVED_MODELS))
+    promote.add_argument("model", choices=served)
     promote.add_argument("--version", required=True, type=_version)
     promote.add_argument(
         "--alias", type=_alias, help="default: the serving alias (champion), which is gated"
     )
     promote.add_argument("--force", action="store_true", help="promote even if worse (recorded)")
     drop = commands.add_parser("drop-alias", help="remove an alias (not the serving one)")
-    drop.add_argument("model", choices=list(SERVED_MODELS))
+    drop.add_argument("model", choices=served)
     drop.add_argument("alias", type=_alias)
     shadow = commands.add_parser(
         "shadow-report", help="agreement and score deltas, champion vs challenger, live traffic"
     )
-    shadow.add_argument("decision", choices=["churn", "credit-evaluation"])
+    shadow.add_argument(
+        "decision", choices=[family.recording.decision for family in catalog.FAMILIES]
+    )
     shadow.add_argument("--hours", type=float, help="only the last H hours (default: all)")
     args = parser.parse_args(argv)
 
@@ -259,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError
 
     try:
-        if args.command == "churn":
-            return _train_churn(args.data, args.sample, args.seed, args.C)
-        if args.command == "credit":
-            return _train_credit(args.data, args.seed)
+        if getattr(args, "family", None) is not None:
+            return _train(args.family, args)
+        if args.command == "all":
+            return _all()
         if args.command == "list":
             return _list()
         if args.command == "promote":

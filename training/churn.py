@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,3 +178,34 @@ def train(
                 ),
             )
         return TrainingResult(run.info.run_id, version, promoted, metrics, threshold)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`python -m training churn`'s options (the catalog's training entry)."""
+    parser.add_argument("--data", type=Path, help="IBM Telco CSV in its original schema")
+    parser.add_argument("--sample", type=int, help="train on a stratified sample of N rows")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--C",
+        type=float,
+        default=0.3,
+        help="inverse regularisation strength of the logistic regression (default 0.3)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, train, log and register; print the run's metrics."""
+    from rich.console import Console
+
+    from training.data import load_churn
+    from training.registration import print_summary
+
+    steps = Steps.to_terminal()
+    with steps.step("load and validate churn data"):
+        dataset = load_churn(args.data, sample=args.sample, seed=args.seed)
+    Console(stderr=True).print(
+        f"data: {dataset.source} ({dataset.rows} rows, sha256 {dataset.sha256[:12]})"
+    )
+    result = train(dataset, TrainingConfig(seed=args.seed, C=args.C), steps=steps)
+    print_summary(f"churn run {result.run_id}", result)
+    return 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -354,3 +356,47 @@ def train(
                 threshold,
             )
     return CreditResult(segment_result, approval_result, table)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`python -m training credit`'s options (the catalog's training entry)."""
+    parser.add_argument("--data", type=Path, help="AER CreditCard CSV in its original schema")
+    parser.add_argument("--seed", type=int, default=42)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, choose k, train both models, log and register; print the evidence and metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.data import load_credit
+    from training.registration import print_summary
+
+    steps = Steps.to_terminal()
+    with steps.step("load and validate credit data"):
+        dataset = load_credit(args.data)
+    console = Console(stderr=True)
+    console.print(
+        f"data: {dataset.source} ({dataset.rows} rows, {len(dataset.rejected)} rejected, "
+        f"sha256 {dataset.sha256[:12]})"
+    )
+    for reason in dataset.rejected:
+        console.print(f"  rejected {reason}")
+    result = train(dataset, CreditConfig(seed=args.seed), steps=steps)
+    k_table = Table(title="number of segments: evidence")
+    for column in ("k", "silhouette", "stability (ARI)", "smallest segment"):
+        k_table.add_column(column, justify="right")
+    for row in result.k_selection:
+        k_table.add_row(
+            f"{row['k']:.0f}",
+            f"{row['silhouette']:.3f}",
+            f"{row['stability']:.3f}",
+            f"{row['smallest_segment']:.0f}",
+        )
+    Console().print(k_table)
+    for name, part in (
+        (credit.SEGMENT_MODEL, result.segment),
+        (credit.APPROVAL_MODEL, result.approval),
+    ):
+        print_summary(f"{name} run {part.run_id}", part, skip=("silhouette_k", "stability_ari_k"))
+    return 0

@@ -1,10 +1,10 @@
 """Gated promotion: `@champion` moves only to a version at least as good on the same data.
 
 Both versions are scored on the rows neither trained on: the intersection of their runs' stored
-evaluation sets (`evaluation/holdout.parquet`, with the target). ROC AUC for the probability
-models, silhouette of the assigned segments (in each version's own scaled space) for the
-segment model. Too few shared rows (runs on other samples or seeds) and the gate refuses to
-judge. A refused promotion changes nothing and reports both figures;
+evaluation sets (`evaluation/holdout.parquet`, with the target). Each model's gate is declared
+by its family (`models/gates.py`: ROC AUC for the probability models, silhouette for a
+segmentation, RMSE for a regression). Too few shared rows (runs on other samples or seeds)
+and the gate refuses to judge. A refused promotion changes nothing and reports both figures;
 `force` overrides it. Every promotion is recorded as version tags: who, when, the previous
 holder of the alias, both figures and the delta. Rollback is promoting the previous version.
 """
@@ -17,18 +17,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
-from models import churn, credit
+from models import catalog
+from models.family import Gate
 from models.registry import alias_version, configure_mlflow, key_metrics
 from models.settings import ModelSettings, get_settings
 
-#: Which metric gates each model, and the target column stored in its evaluation set.
-GATES: dict[str, tuple[str, str | None]] = {
-    churn.MODEL_NAME: ("holdout ROC AUC", churn.TARGET),
-    credit.APPROVAL_MODEL: ("holdout ROC AUC", credit.TARGET),
-    credit.SEGMENT_MODEL: ("holdout silhouette", None),
-}
+
+def gate(name: str) -> Gate:
+    """The promotion gate the catalog declares for registered model `name`."""
+    try:
+        return catalog.serving(name).gates[name]
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
+def served_models() -> list[str]:
+    return [name for family in catalog.FAMILIES for name in family.models]
 
 
 class PromotionRefused(Exception):
@@ -49,25 +53,14 @@ class Promotion:
     evaluation_rows: int = 0
     #: The promoted version was the challenger: that alias was removed (shadowing stops).
     cleared_challenger: bool = False
+    #: The candidate scored worse than the previous holder by the gate's rule (forced).
+    worse: bool = False
 
     @property
     def delta(self) -> float | None:
         if self.candidate_score is None or self.previous_score is None:
             return None
         return self.candidate_score - self.previous_score
-
-
-def _score(name: str, model: Any, frame: Any) -> float:
-    from sklearn.metrics import roc_auc_score, silhouette_score
-
-    target = GATES[name][1]
-    features = frame[list(model.feature_names_in_)]
-    if target is not None:
-        return float(roc_auc_score(frame[target].astype(int), model.predict_proba(features)[:, 1]))
-    labels = model.predict(features)
-    if len(np.unique(labels)) < 2:
-        return -1.0  # one segment for everyone: the worst a segmentation can be
-    return float(silhouette_score(model[:-1].transform(features), labels))
 
 
 #: Fewer shared hold-out rows than this and the gate cannot judge (refused unless forced).
@@ -113,7 +106,8 @@ def evaluate(
             "candidate with the same data and --seed as the champion, or --force"
         )
     scores = {
-        v: _score(name, mlflow.sklearn.load_model(f"models:/{name}/{v}"), frame) for v in versions
+        v: gate(name).score(mlflow.sklearn.load_model(f"models:/{name}/{v}"), frame)
+        for v in versions
     }
     return scores, len(frame)
 
@@ -127,15 +121,14 @@ def promote(
 ) -> Promotion:
     """Point `alias` (default: the serving alias) at `version`, through the gate for the
     serving alias; raises PromotionRefused, changing nothing, when the candidate is worse."""
-    if name not in GATES:
-        raise ValueError(f"unknown model {name!r}; served models: {', '.join(GATES)}")
+    rule = gate(name)
     settings = settings or get_settings()
     alias = alias or settings.serving_alias
     client = configure_mlflow(settings)
     client.get_model_version(name, version)  # a clear MLflow error if it does not exist
     # Only a missing alias is "no previous version": a registry error must not skip the gate.
     previous = alias_version(client, name, alias)
-    metric = GATES[name][0]
+    metric = rule.metric
     scores: dict[str, float] = {}
     rows = 0
     gated = alias == settings.serving_alias
@@ -156,10 +149,15 @@ def promote(
         forced=force,
         evaluation_rows=rows,
     )
-    worse = promotion.delta is not None and promotion.delta < 0
+    worse = (
+        promotion.candidate_score is not None
+        and promotion.previous_score is not None
+        and not rule.better(promotion.candidate_score, promotion.previous_score)
+    )
     if gated and worse and not force:
+        side = "below" if rule.higher_is_better else "above"
         raise PromotionRefused(
-            f"{name} version {version} scores {promotion.candidate_score:.4f} {metric}, below "
+            f"{name} version {version} scores {promotion.candidate_score:.4f} {metric}, {side} "
             f"@{alias} (version {previous}) at {promotion.previous_score:.4f} on the {rows} "
             "hold-out rows neither trained on: not promoted "
             "(--force overrides, and is recorded)"
@@ -183,7 +181,7 @@ def promote(
         )
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    return dataclasses.replace(promotion, cleared_challenger=cleared)
+    return dataclasses.replace(promotion, cleared_challenger=cleared, worse=worse)
 
 
 def drop_alias(name: str, alias: str, settings: ModelSettings | None = None) -> str | None:
@@ -206,7 +204,7 @@ def versions_table(settings: ModelSettings | None = None) -> list[dict[str, Any]
     settings = settings or get_settings()
     client = configure_mlflow(settings)
     rows = []
-    for name in GATES:
+    for name in served_models():
         # search_model_versions leaves `aliases` empty; the registered model has them all.
         try:
             registered = client.get_registered_model(name)

@@ -100,3 +100,18 @@ def summary(result: TrainingResult) -> dict[str, Any]:
         "promoted": result.promoted,
         **result.metrics,
     }
+
+
+def print_summary(title: str, result: TrainingResult, skip: tuple[str, ...] = ()) -> None:
+    """`summary(result)` as a table on the terminal, leaving out keys starting with `skip`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary(result).items():
+        if skip and key.startswith(skip):
+            continue
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)

@@ -15,19 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 from rich.table import Table
 
-from models import churn, credit
+from models import catalog
 from models.registry import configure_mlflow, key_metrics
 from models.settings import ModelSettings, get_settings
 from persistence.db import make_engine
 from persistence.settings import get_settings as get_persistence_settings
 from persistence.shadow import ShadowComparison, compare
-from training.promotion import GATES, NoSharedEvaluationSet, evaluate
-
-#: Whose versions a decision's `model_version` column holds (the shadow rows' versions).
-PRIMARY_MODEL = {
-    churn.DECISION_NAME: churn.PRIMARY_MODEL,
-    credit.DECISION_NAME: credit.PRIMARY_MODEL,
-}
+from training.promotion import NoSharedEvaluationSet, evaluate
+from training.promotion import gate as promotion_gate
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,8 @@ def reports(
     finally:
         engine.dispose()
     client = configure_mlflow(settings)
-    model = PRIMARY_MODEL[decision]
+    # Whose versions the decision's `model_version` column holds (the shadow rows' versions).
+    model = catalog.by_decision(decision).recording.primary_model
     cache: dict[str, dict[str, float]] = {}
 
     def metrics(version: str) -> dict[str, float]:
@@ -75,7 +71,7 @@ def reports(
             scores, rows = evaluate(model, [challenger, champion], settings)
         except NoSharedEvaluationSet:
             return None
-        return GATES[model][0], scores[champion], scores[challenger], rows
+        return promotion_gate(model).metric, scores[champion], scores[challenger], rows
 
     return [
         ShadowReport(
