@@ -89,6 +89,7 @@ class LinearExplainer:
     """
 
     features: tuple[str, ...]
+    #: The reference population's mean output: log-odds, or the regressor's prediction.
     baseline_log_odds: float
     transform: Callable[[Columns], np.ndarray]
     weights: np.ndarray
@@ -96,6 +97,8 @@ class LinearExplainer:
     #: "fast" (compiled NumPy transform) or "pipeline" (scikit-learn's, densified).
     path: Literal["fast", "pipeline"]
     reference_rows: int
+    #: What a contribution is in: a classifier's log-odds, or a regressor's predicted unit.
+    scale: Literal["log-odds", "prediction"] = "log-odds"
 
     @classmethod
     def from_pipeline(cls, pipeline: Any, reference: pd.DataFrame) -> LinearExplainer:
@@ -104,7 +107,7 @@ class LinearExplainer:
         with the reason when the pipeline is not ColumnTransformer + binary LogisticRegression
         or its transformed width does not match what `transformers_` says."""
         from sklearn.compose import ColumnTransformer
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
         from sklearn.pipeline import Pipeline
 
         if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
@@ -114,11 +117,17 @@ class LinearExplainer:
             raise NotExplainable(
                 f"preprocess is {type(preprocess).__name__}, not ColumnTransformer"
             )
-        if not isinstance(classifier, LogisticRegression):
+        scale: Literal["log-odds", "prediction"] = "log-odds"
+        if isinstance(classifier, LinearRegression | Ridge):
+            scale = "prediction"  # a linear regressor: contributions in the predicted unit
+            if np.ndim(classifier.coef_) != 1:
+                raise NotExplainable("regressor has several targets")
+        elif not isinstance(classifier, LogisticRegression):
             raise NotExplainable(
-                f"classifier is {type(classifier).__name__}, not LogisticRegression"
+                f"estimator is {type(classifier).__name__}, not LogisticRegression, "
+                "LinearRegression or Ridge"
             )
-        if len(classifier.classes_) != 2:
+        elif len(classifier.classes_) != 2:
             raise NotExplainable(f"classifier has {len(classifier.classes_)} classes, not 2")
         names_in = getattr(preprocess, "feature_names_in_", None)
         if names_in is None:
@@ -159,6 +168,7 @@ class LinearExplainer:
             centre=centre,
             path=path,
             reference_rows=len(frame),
+            scale=scale,
         )
 
     def contributions(self, columns: Columns) -> np.ndarray:
@@ -239,6 +249,13 @@ class LinearExplainer:
 
     def describe(self) -> dict[str, Any]:
         """What `/models` may show about the explainer."""
+        if self.scale == "prediction":
+            return {
+                "method": "linear SHAP (interventional), in the predicted unit",
+                "path": self.path,
+                "reference_rows": self.reference_rows,
+                "baseline_prediction": round(self.baseline_log_odds, 6),
+            }
         return {
             "method": "linear SHAP (interventional), log-odds",
             "path": self.path,

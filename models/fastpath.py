@@ -99,7 +99,8 @@ def _block(transformer: Any, columns: list[str]) -> Block:
 
 @dataclass(frozen=True)
 class CompiledPipeline:
-    """`predict_proba` (classifiers) or `predict` (k-means) without scikit-learn's overhead."""
+    """`predict_proba` (classifiers) or `predict` (k-means, linear regressors) without
+    scikit-learn's overhead."""
 
     features: Callable[[Columns], np.ndarray]
     kind: str
@@ -111,6 +112,10 @@ class CompiledPipeline:
         return np.column_stack([1 - positive, positive])
 
     def predict(self, data: Columns) -> np.ndarray:
+        if self.kind == "linear":
+            coef, intercept = self.params
+            result: np.ndarray = self.features(data) @ coef + intercept
+            return result
         if self.kind != "kmeans":
             return (self.predict_proba(data)[:, 1] > 0.5).astype(int)
         centers, _ = self.params
@@ -121,9 +126,10 @@ class CompiledPipeline:
 
 def compile_pipeline(pipeline: Any) -> tuple[CompiledPipeline | None, str]:
     """(compiled, "") or (None, why not)."""
+    from sklearn.base import is_regressor
     from sklearn.cluster import KMeans
     from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline
 
     try:
@@ -145,6 +151,12 @@ def compile_pipeline(pipeline: Any) -> tuple[CompiledPipeline | None, str]:
             # Copies: the compiled path is frozen at load time, whatever happens to the estimator.
             params = (estimator.coef_.copy(), estimator.intercept_.copy())
             return CompiledPipeline(features, "logistic", params), ""
+        if isinstance(estimator, LinearRegression | Ridge) and is_regressor(estimator):
+            coef = np.asarray(estimator.coef_, dtype="float64")
+            if coef.ndim != 1:
+                raise Unsupported(f"{type(estimator).__name__} with several targets")
+            intercept = np.asarray(estimator.intercept_, dtype="float64").reshape(())
+            return CompiledPipeline(features, "linear", (coef.copy(), intercept.copy())), ""
         if isinstance(estimator, KMeans):
             params = (estimator.cluster_centers_.copy(), np.empty(0))
             return CompiledPipeline(features, "kmeans", params), ""
@@ -173,6 +185,6 @@ class FramePipeline:
 
 def verify(compiled: CompiledPipeline, pipeline: Any, frame: pd.DataFrame) -> float:
     """Largest absolute difference between the fast path and the pipeline on `frame`."""
-    if compiled.kind == "kmeans":
+    if compiled.kind in ("kmeans", "linear"):
         return float(np.abs(compiled.predict(frame) - pipeline.predict(frame)).max())
     return float(np.abs(compiled.predict_proba(frame) - pipeline.predict_proba(frame)).max())

