@@ -43,11 +43,14 @@ def silhouette() -> Gate:
     return Gate("holdout silhouette", score)
 
 
-def rmse(target: str) -> Gate:
-    """A regressor's hold-out root mean squared error on `target` (lower is better)."""
+def rmse(target: str, floor: float | None = None) -> Gate:
+    """A regressor's hold-out root mean squared error on `target` (lower is better), on its
+    predictions as served: raised to `floor` when the family floors them."""
 
     def score(model: Any, frame: pd.DataFrame) -> float:
         predictions = np.asarray(model.predict(_features(model, frame)), dtype="float64")
+        if floor is not None:
+            predictions = np.maximum(predictions, floor)
         errors = predictions - frame[target].to_numpy(dtype="float64")
         return float(np.sqrt(np.mean(errors**2)))
 
