@@ -16,8 +16,8 @@ from serving.access import hash_key
 from serving.keys import new_key
 from tests.support.models import mlflow_env
 from tests.support.postgres import free_port
+from tests.support.records import SNAKE
 from tests.support.server import ROOT, Server, _bentoml, serve, server_env, stop
-from tests.unit.models.test_churn import SNAKE
 
 pytestmark = [pytest.mark.integration]
 

@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from persistence.db import make_engine
 from persistence.tables import predictions
-from tests.integration.helpers import wait_for_rows
+from tests.support.predictions import wait_for_rows
+from tests.support.records import IBM, SNAKE
 from tests.support.server import Server
-from tests.unit.models.test_churn import IBM, SNAKE
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from persistence.db import make_engine
 from persistence.tables import predictions
-from tests.integration.helpers import wait_for_rows
+from tests.support.predictions import wait_for_rows
+from tests.support.records import APPLICANT
 from tests.support.server import Server
-from tests.unit.models.test_credit import APPLICANT
 
 pytestmark = pytest.mark.integration
 

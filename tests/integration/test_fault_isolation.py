@@ -16,9 +16,8 @@ import pytest
 
 from models.settings import ModelSettings
 from tests.support.models import mlflow_env
+from tests.support.records import APPLICANT, SNAKE
 from tests.support.server import Server, serve
-from tests.unit.models.test_churn import SNAKE
-from tests.unit.models.test_credit import APPLICANT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -27,10 +27,14 @@ from models.registry import configure_mlflow
 from models.settings import ModelSettings
 from persistence.db import make_engine
 from persistence.tables import predictions
-from tests.integration.helpers import wait_for_rows
-from tests.support.models import mlflow_env, train_tiny_churn, train_tiny_credit
+from tests.support.models import (
+    mlflow_env,
+    train_tiny_churn,
+    train_tiny_credit,
+)
+from tests.support.predictions import wait_for_rows
+from tests.support.records import APPLICANT
 from tests.support.server import Server, serve
-from tests.unit.models.test_credit import APPLICANT
 from training import promotion
 from training.data import load_churn
 from training.shadow import reports

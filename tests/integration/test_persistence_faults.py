@@ -23,8 +23,8 @@ from persistence.tables import predictions
 from tests.support.models import mlflow_env
 from tests.support.parts import missing
 from tests.support.postgres import Cluster, find_bindir, throwaway_cluster
+from tests.support.records import SNAKE
 from tests.support.server import Server, serve, stop
-from tests.unit.models.test_churn import SNAKE
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 

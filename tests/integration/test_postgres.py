@@ -14,12 +14,10 @@ from models.settings import ModelSettings
 from persistence import migrate
 from persistence.db import make_engine
 from persistence.writer import PredictionWriter
-from tests.integration.helpers import wait_for_rows
 from tests.support.models import mlflow_env
+from tests.support.predictions import numbered_block, wait_for_rows
+from tests.support.records import APPLICANT, SNAKE
 from tests.support.server import Server, serve
-from tests.unit.models.test_churn import SNAKE
-from tests.unit.models.test_credit import APPLICANT
-from tests.unit.persistence.test_writer import _rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 
@@ -61,7 +59,7 @@ def test_writer_bulk_inserts_jsonb_rows(postgres_url: str, tmp_path: Path) -> No
     )
     writer.start()
     for i in range(5):
-        writer.submit(_rows(250, request_id=f"req-{i}"))
+        writer.submit(numbered_block(250, request_id=f"req-{i}"))
     assert writer.flush(30)
     writer.close()
     engine = make_engine(postgres_url)

@@ -33,11 +33,10 @@ from hypothesis import strategies as st
 from models.settings import ModelSettings
 from serving.access import hash_key
 from serving.keys import new_key
-from tests.integration.helpers import wait_for_rows
 from tests.support.models import mlflow_env
+from tests.support.predictions import wait_for_rows
+from tests.support.records import APPLICANT, IBM, SNAKE
 from tests.support.server import Server, serve
-from tests.unit.models.test_churn import IBM, SNAKE
-from tests.unit.models.test_credit import APPLICANT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

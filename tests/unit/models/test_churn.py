@@ -11,54 +11,9 @@ from pydantic import ValidationError
 
 from models import churn, fastpath
 from models.explain import LinearExplainer
+from tests.support.records import IBM, SNAKE
 from training import churn as churn_training
 from training.data import load_churn
-
-SNAKE = {
-    "customer_id": "7590-VHVEG",
-    "gender": "Female",
-    "senior_citizen": 0,
-    "partner": "Yes",
-    "dependents": "No",
-    "tenure": 1,
-    "phone_service": "No",
-    "multiple_lines": "No phone service",
-    "internet_service": "DSL",
-    "online_security": "No",
-    "online_backup": "Yes",
-    "device_protection": "No",
-    "tech_support": "No",
-    "streaming_tv": "No",
-    "streaming_movies": "No",
-    "contract": "Month-to-month",
-    "paperless_billing": "Yes",
-    "payment_method": "Electronic check",
-    "monthly_charges": 29.85,
-    "total_charges": 29.85,
-}
-
-IBM = {
-    "customerID": "7590-VHVEG",
-    "gender": "Female",
-    "SeniorCitizen": "0",
-    "Partner": "Yes",
-    "Dependents": "No",
-    "tenure": "1",
-    "PhoneService": "No",
-    "MultipleLines": "No phone service",
-    "InternetService": "DSL",
-    "OnlineSecurity": "No",
-    "OnlineBackup": "Yes",
-    "DeviceProtection": "No",
-    "TechSupport": "No",
-    "StreamingTV": "No",
-    "StreamingMovies": "No",
-    "Contract": "Month-to-month",
-    "PaperlessBilling": "Yes",
-    "PaymentMethod": "Electronic check",
-    "MonthlyCharges": "29.85",
-    "TotalCharges": "29.85",
-}
 
 
 def test_ibm_column_names_map_to_the_same_customer() -> None:

@@ -10,21 +10,9 @@ from pydantic import ValidationError
 
 from models import credit, fastpath
 from models.explain import Factor, LinearExplainer
+from tests.support.records import APPLICANT
 from training import credit as credit_training
 from training.data import load_credit
-
-APPLICANT = {
-    "applicant_id": "a-1",
-    "reports": 0,
-    "age": 37.7,
-    "income": 4.52,
-    "owner": "yes",
-    "selfemp": "no",
-    "dependents": 3,
-    "months": 54,
-    "majorcards": 1,
-    "active": 12,
-}
 
 
 def _segment(

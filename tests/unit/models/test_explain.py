@@ -14,8 +14,7 @@ from sklearn.pipeline import Pipeline
 
 from models import churn, credit, explain, fastpath
 from models.explain import Factor, LinearExplainer, NotExplainable
-from tests.unit.models.test_churn import SNAKE
-from tests.unit.models.test_credit import APPLICANT
+from tests.support.records import APPLICANT, SNAKE
 from training import churn as churn_training
 from training import credit as credit_training
 from training.data import load_churn, load_credit

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from models import churn, tabular
-from tests.unit.models.test_churn import IBM
+from tests.support.records import IBM
 
 
 def _frame(rows: int = 3) -> pd.DataFrame:

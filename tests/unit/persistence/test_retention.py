@@ -12,29 +12,29 @@ from persistence import retention
 from persistence.__main__ import main
 from persistence.db import make_engine
 from persistence.writer import PredictionWriter
-from tests.unit.persistence.test_writer import _count, _database, _rows
+from tests.support.predictions import count_rows, numbered_block, sqlite_database
 
 
 def test_prune_deletes_only_rows_past_the_cut_off_in_batches(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     now = datetime.now(UTC)
     writer = PredictionWriter(lambda: make_engine(url), journal_dir=tmp_path / "journal")
     writer.start()
     for age_days, rows in ((800, 25), (731, 5), (10, 7), (0, 3)):
-        block = _rows(rows, request_id=f"age-{age_days}")
+        block = numbered_block(rows, request_id=f"age-{age_days}")
         writer.submit(dataclasses.replace(block, created_at=now - timedelta(days=age_days)))
     assert writer.flush(10)
     writer.close()
     engine = make_engine(url)
     assert retention.prune(engine, timedelta(days=730), batch_rows=7) == 30
-    assert _count(engine) == 10
+    assert count_rows(engine) == 10
     assert retention.prune(engine, timedelta(days=730)) == 0
 
 
 def test_prune_command_reads_the_database_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     monkeypatch.setenv("DATABASE_URL", url)
     from persistence.settings import get_settings
 
@@ -64,7 +64,7 @@ def test_prune_refuses_a_dangerous_or_impossible_cut_off_with_one_line(
     argv: list[str],
     words: str,
 ) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     monkeypatch.setenv("DATABASE_URL", url)
     from persistence.settings import get_settings
 

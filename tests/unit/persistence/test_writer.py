@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, select
 
 from models import churn
-from persistence import migrate
 from persistence.db import make_engine
 from persistence.journal import Journal
 from persistence.tables import predictions
@@ -25,41 +24,8 @@ from persistence.writer import (
     prediction_block,
     record_columns,
 )
-from tests.support.records import recording
-from tests.unit.models.test_churn import SNAKE
-
-
-def _rows(n: int, request_id: str = "r") -> PredictionBlock:
-    """`n` predictions of one request: input `i` is the row number."""
-    return prediction_block(
-        recording=recording(
-            "churn",
-            entity_field="id",
-            score_field="p",
-            label_field="band",
-        ),
-        request_id=request_id,
-        source="api",
-        inputs={"i": list(range(n))},
-        outputs={
-            "id": [str(i) for i in range(n)],
-            "p": [0.5] * n,
-            "band": ["medium"] * n,
-            "model_version": ["1"] * n,
-        },
-        latency_ms=1.0,
-    )
-
-
-def _count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(predictions)).scalar_one())
-
-
-def _database(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'db' / 'p.db'}"
-    migrate.upgrade(url)
-    return url
+from tests.support.predictions import count_rows, numbered_block, sqlite_database
+from tests.support.records import SNAKE, recording
 
 
 def _writer(
@@ -97,27 +63,27 @@ def _ids(url: str) -> list[str]:
 
 
 def test_rows_are_written_in_bulk(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     writer = _writer(tmp_path, lambda: make_engine(url), batch_rows=50)
     writer.start()
     for i in range(10):
-        writer.submit(_rows(30, request_id=f"r{i}"))
+        writer.submit(numbered_block(30, request_id=f"r{i}"))
     assert writer.flush(10)
     writer.close()
-    assert _count(make_engine(url)) == 300
+    assert count_rows(make_engine(url)) == 300
     stats = writer.stats
     assert stats.rows_written == 300 and stats.rows_pending == 0 and stats.rows_spilled == 0
 
 
 def test_an_outage_journals_rows_and_replays_each_exactly_once(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     database = Switchable(url)
     writer = _writer(tmp_path, database)
     writer.start()
-    writer.submit(_rows(5, request_id="before"))
+    writer.submit(numbered_block(5, request_id="before"))
     assert writer.flush(10)
     database.down = True
-    blocks = [_rows(10, request_id=f"during-{i}") for i in range(4)]
+    blocks = [numbered_block(10, request_id=f"during-{i}") for i in range(4)]
     for block in blocks:
         writer.submit(block)
     deadline = time.monotonic() + 10
@@ -126,7 +92,7 @@ def test_an_outage_journals_rows_and_replays_each_exactly_once(tmp_path: Path) -
     assert writer.stats.journal_rows == 40 and writer.stats.rows_spilled == 40
     assert not writer.flush(0.2)  # nothing reaches a database that is down
     database.down = False
-    writer.submit(_rows(3, request_id="after"))
+    writer.submit(numbered_block(3, request_id="after"))
     assert writer.flush(10)
     writer.close()
     stats = writer.stats
@@ -139,8 +105,8 @@ def test_an_outage_journals_rows_and_replays_each_exactly_once(tmp_path: Path) -
 
 def test_replaying_rows_already_stored_writes_nothing_twice(tmp_path: Path) -> None:
     """A commit whose acknowledgement was lost gets journaled too; replay must skip it."""
-    url = _database(tmp_path)
-    block = _rows(6, request_id="twice")
+    url = sqlite_database(tmp_path)
+    block = numbered_block(6, request_id="twice")
     writer = _writer(tmp_path, lambda: make_engine(url))
     writer.start()
     writer.submit(block)
@@ -156,45 +122,45 @@ def test_replaying_rows_already_stored_writes_nothing_twice(tmp_path: Path) -> N
 
 
 def test_close_with_the_database_down_journals_for_the_next_start(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     database = Switchable(url)
     database.down = True
     writer = _writer(tmp_path, database, flush_interval_s=5)
     writer.start()
-    writer.submit(_rows(7, request_id="at-shutdown"))
+    writer.submit(numbered_block(7, request_id="at-shutdown"))
     writer.close(timeout=10)
-    assert writer.stats.journal_rows == 7 and _count(make_engine(url)) == 0
+    assert writer.stats.journal_rows == 7 and count_rows(make_engine(url)) == 0
     database.down = False
     restarted = _writer(tmp_path, database)
     restarted.start()
     assert restarted.flush(10)
     restarted.close()
-    assert _count(make_engine(url)) == 7 and restarted.stats.rows_replayed == 7
+    assert count_rows(make_engine(url)) == 7 and restarted.stats.rows_replayed == 7
 
 
 def test_close_drains_what_was_queued(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     writer = _writer(tmp_path, lambda: make_engine(url), flush_interval_s=5)
     writer.start()
-    writer.submit(_rows(7))
+    writer.submit(numbered_block(7))
     writer.close()
-    assert _count(make_engine(url)) == 7
+    assert count_rows(make_engine(url)) == 7
 
 
 def test_a_full_queue_spills_to_the_journal_and_loses_nothing(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     writer = _writer(tmp_path, lambda: make_engine(url), max_queue_rows=10)
     for i in range(5):  # the thread is not running yet: everything past 10 rows overflows
-        writer.submit(_rows(4, request_id=f"r{i}"))
+        writer.submit(numbered_block(4, request_id=f"r{i}"))
     assert writer.stats.queue_depth == 8 and writer.stats.rows_spilled == 12
     writer.start()
     assert writer.flush(10)
     writer.close()
-    assert _count(make_engine(url)) == 20
+    assert count_rows(make_engine(url)) == 20
 
 
 def test_counters_reach_the_metrics_hook(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     database = Switchable(url)
     seen: dict[str, int] = {}
     depths: list[tuple[int, int]] = []
@@ -208,10 +174,10 @@ def test_counters_reach_the_metrics_hook(tmp_path: Path) -> None:
 
     writer = _writer(tmp_path, database, metrics=Recorder())
     writer.start()
-    writer.submit(_rows(2))
+    writer.submit(numbered_block(2))
     assert writer.flush(10)
     database.down = True
-    writer.submit(_rows(3))
+    writer.submit(numbered_block(3))
     deadline = time.monotonic() + 10
     while writer.stats.journal_rows < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -248,7 +214,7 @@ def _block_for_one_customer() -> PredictionBlock:
 
 def _written(tmp_path: Path, block: PredictionBlock) -> list[dict[str, Any]]:
     """The block written through the writer to SQLite and read back through SQLAlchemy."""
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     writer = _writer(tmp_path, lambda: make_engine(url))
     writer.start()
     writer.submit(block)
@@ -319,14 +285,16 @@ def test_rows_must_pair_up() -> None:
 
 
 def test_a_block_that_cannot_be_encoded_does_not_hold_back_the_others(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = sqlite_database(tmp_path)
     writer = _writer(tmp_path, lambda: make_engine(url))
-    broken = dataclasses.replace(_rows(3, request_id="broken"), inputs={"i": [object()] * 3})
+    broken = dataclasses.replace(
+        numbered_block(3, request_id="broken"), inputs={"i": [object()] * 3}
+    )
     writer.start()
-    writer.submit(_rows(5, request_id="before"))
+    writer.submit(numbered_block(5, request_id="before"))
     writer.submit(broken)
-    writer.submit(_rows(4, request_id="after"))
+    writer.submit(numbered_block(4, request_id="after"))
     assert writer.flush(10)
     writer.close()
-    assert _count(make_engine(url)) == 9
+    assert count_rows(make_engine(url)) == 9
     assert writer.stats.rows_unwritable == 3 and writer.stats.rows_pending == 0

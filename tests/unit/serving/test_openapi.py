@@ -8,7 +8,7 @@ from fastapi.openapi.utils import get_openapi
 
 from serving.openapi import ERROR, SECURITY_SCHEMES, document
 from serving.routes import RouteTable
-from tests.unit.serving.test_routes import Service, toy_routes
+from tests.support.routes import Service, toy_routes
 
 
 def _routes() -> RouteTable:

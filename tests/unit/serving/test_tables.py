@@ -12,7 +12,7 @@ import pytest
 
 from serving import tables
 from serving.errors import ApiError
-from tests.unit.models.test_churn import IBM
+from tests.support.records import IBM
 
 LIMITS = tables.TableLimits(rows=20_000, columns=50, data_bytes=64 * 2**20, header_bytes=4096)
 

@@ -6,7 +6,7 @@ import pytest
 
 from models import churn, registry
 from tests.support.models import mlflow_settings
-from tests.unit.models.test_churn import SNAKE
+from tests.support.records import SNAKE
 from training import churn as churn_training
 from training.data import load_churn
 
