@@ -2,9 +2,10 @@
 
     bentoml serve service:ClientInsight --port 3000
 
-Per family (`models/catalog.py`): a model service in its own worker processes
-(`serving/model_service.py`), and on the entry service `POST /{family}/{verb}` (a JSON list of
-records, batched adaptively) and `POST /{family}/{verb}_file` (a CSV, Parquet or Arrow file).
+Per family (`models/catalog.py`, or the catalog CLIENTINSIGHT_CATALOG names): a model service
+in its own worker processes (`serving/model_service.py`), and on the entry service
+`POST /{family}/{verb}` (a JSON list of records, batched adaptively) and
+`POST /{family}/{verb}_file` (a CSV, Parquet or Arrow file).
 `GET /models` lists what every family serves. The entry service's work is `serving/entry.py`;
 bodies and uploads are read by the route table (`serving/routes.py`), keys and limits checked
 first by the front door (`serving/access.py`). No family, feature logic or SQL is named here.
@@ -38,7 +39,7 @@ for _name in ("clientinsight", "models.registry"):
 
 # A mistake in the configuration or in a family's declaration stops `bentoml serve` itself
 # with one line naming it, instead of a worker that keeps failing to start.
-FAMILIES = refuse_bad_configuration(catalog.checked)
+FAMILIES = refuse_bad_configuration(catalog.current)
 refuse_bad_configuration(get_serving_settings)
 ACCESS_SETTINGS = refuse_bad_configuration(get_settings)
 

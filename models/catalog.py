@@ -5,8 +5,12 @@ Adding a family is one line here (`docs/adding-a-model.md`); every surface reads
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
+
 from models import churn, credit
 from models.family import Family, FamilyError
+from models.settings import ModelSettings, get_settings
 
 FAMILIES: tuple[Family, ...] = (churn.FAMILY, credit.FAMILY)
 
@@ -28,29 +32,50 @@ def checked(families: tuple[Family, ...] = FAMILIES) -> tuple[Family, ...]:
     return families
 
 
-def family(name: str, families: tuple[Family, ...] = FAMILIES) -> Family:
+def load(settings: ModelSettings | None = None) -> tuple[Family, ...]:
+    """The families named by `CLIENTINSIGHT_CATALOG` (`module:attribute`), checked; a
+    `FamilyError` (a ValueError) naming what is wrong otherwise."""
+    spec = (settings or get_settings()).catalog
+    module_name, _, attribute = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute or "FAMILIES")
+    except (ImportError, AttributeError) as exc:
+        raise FamilyError(f"CLIENTINSIGHT_CATALOG={spec!r}: cannot import it ({exc})") from None
+    if not isinstance(found, tuple) or not all(isinstance(f, Family) for f in found) or not found:
+        raise FamilyError(f"CLIENTINSIGHT_CATALOG={spec!r} is not a tuple of Family declarations")
+    return checked(found)
+
+
+@cache
+def current() -> tuple[Family, ...]:
+    """This process's families (`load()` once): what serving and the training CLI use."""
+    return load()
+
+
+def family(name: str, families: tuple[Family, ...] | None = None) -> Family:
     """The family called `name`."""
-    for candidate in families:
+    for candidate in families or current():
         if candidate.name == name:
             return candidate
     raise KeyError(
-        f"no model family {name!r}; the catalog has {', '.join(f.name for f in families)}"
+        f"no model family {name!r}; the catalog has "
+        + ", ".join(f.name for f in families or current())
     )
 
 
-def serving(model: str, families: tuple[Family, ...] = FAMILIES) -> Family:
+def serving(model: str, families: tuple[Family, ...] | None = None) -> Family:
     """The family whose decision `model` (a registered model name) takes part in."""
-    for candidate in families:
+    for candidate in families or current():
         if model in candidate.models:
             return candidate
-    served = ", ".join(m for f in families for m in f.models)
+    served = ", ".join(m for f in families or current() for m in f.models)
     raise KeyError(f"unknown model {model!r}; served models: {served}")
 
 
-def by_decision(decision: str, families: tuple[Family, ...] = FAMILIES) -> Family:
+def by_decision(decision: str, families: tuple[Family, ...] | None = None) -> Family:
     """The family whose stored rows carry `decision` as their model name."""
-    for candidate in families:
+    for candidate in families or current():
         if candidate.recording.decision == decision:
             return candidate
-    decisions = ", ".join(f.recording.decision for f in families)
+    decisions = ", ".join(f.recording.decision for f in families or current())
     raise KeyError(f"unknown decision {decision!r}; stored decisions: {decisions}")

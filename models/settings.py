@@ -42,6 +42,12 @@ class ModelSettings(BaseSettings):
     #: Per-prediction factors (churn `top_factors`, credit reasons, ...) from each loaded
     #: version's explainer.
     explanations: bool = Field(default=True, validation_alias="CLIENTINSIGHT_EXPLANATIONS")
+    #: Which families this deployment serves and trains: `module:attribute` of a tuple of
+    #: `Family` declarations (a team's own package, or a test's), `models/catalog.py`'s own
+    #: by default.
+    catalog: str = Field(
+        default="models.catalog:FAMILIES", validation_alias="CLIENTINSIGHT_CATALOG"
+    )
 
     @field_validator("mlflow_artifact_root")
     @classmethod

@@ -49,7 +49,7 @@ def _ensure() -> int:
     from models.settings import get_settings
 
     alias = get_settings().serving_alias
-    for family in catalog.FAMILIES:
+    for family in catalog.current():
         missing = [name for name in family.models if not has_alias(name, alias)]
         for name in family.models:
             if name not in missing:
@@ -62,7 +62,7 @@ def _ensure() -> int:
 
 
 def _all() -> int:
-    for family in catalog.FAMILIES:
+    for family in catalog.current():
         _train_with_defaults(family)
     return 0
 
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    served = [name for family in catalog.FAMILIES for name in family.models]
-    for family in catalog.FAMILIES:
+    served = [name for family in catalog.current() for name in family.models]
+    for family in catalog.current():
         assert family.training is not None
         sub = commands.add_parser(
             family.name,
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "shadow-report", help="agreement and score deltas, champion vs challenger, live traffic"
     )
     shadow.add_argument(
-        "decision", choices=[family.recording.decision for family in catalog.FAMILIES]
+        "decision", choices=[family.recording.decision for family in catalog.current()]
     )
     shadow.add_argument("--hours", type=float, help="only the last H hours (default: all)")
     args = parser.parse_args(argv)

@@ -32,7 +32,7 @@ def gate(name: str) -> Gate:
 
 
 def served_models() -> list[str]:
-    return [name for family in catalog.FAMILIES for name in family.models]
+    return [name for family in catalog.current() for name in family.models]
 
 
 class PromotionRefused(Exception):

@@ -3,6 +3,7 @@ the generic core must serve it with nothing of its own."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,3 +102,53 @@ def toy_family(name: str = "toy") -> Family:
         gates={TOY_MODEL: gates.roc_auc("above")},
         training=Training(module="tests.support.families", default_data="generated", help="toy"),
     )
+
+
+#: What `CLIENTINSIGHT_CATALOG=tests.support.families:CATALOG` serves: the toy alone.
+CATALOG: tuple[Family, ...] = (toy_family(),)
+#: A declaration with a piece missing (no promotion gate): start-up must refuse it.
+BROKEN: tuple[Family, ...] = (dataclasses.replace(toy_family(), gates={}),)
+
+
+def train_toy(settings: Any, seed: int = 0) -> str:
+    """A logistic regression of "above the line y = x" on random points, logged, registered
+    and promoted the way `training/` does it; the version registered."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from models.registry import ensure_experiment
+    from training.registration import log_and_register, log_evaluation_set, threshold_tags
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x": rng.uniform(-10, 10, 600), "y": rng.uniform(-10, 10, 600)})
+    target = (frame["y"] > frame["x"]).astype(int).to_numpy()
+    pipeline = Pipeline(
+        [
+            ("preprocess", ColumnTransformer([("scale", StandardScaler(), ["x", "y"])])),
+            ("classifier", LogisticRegression()),
+        ]
+    ).fit(frame, target)
+    ensure_experiment(settings)
+    with mlflow.start_run(run_name="toy"):
+        log_evaluation_set(frame.assign(above=target))
+        version, _ = log_and_register(
+            pipeline,
+            name=TOY_MODEL,
+            signature=ModelSignature(
+                inputs=Schema([ColSpec("double", "x"), ColSpec("double", "y")]),
+                outputs=Schema([TensorSpec(np.dtype("float64"), (-1, 2))]),
+            ),
+            input_example=frame.head(3),
+            settings=settings,
+            register=True,
+            trusted_types=[],
+            pyfunc_predict_fn="predict_proba",
+            version_tags=threshold_tags(0.5, "holdout_roc_auc", 1.0),
+        )
+    assert version is not None
+    return version
