@@ -8,11 +8,11 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from models import churn, credit
+from models import balance, churn, credit
 from models.family import Family, FamilyError
 from models.settings import ModelSettings, get_settings
 
-FAMILIES: tuple[Family, ...] = (churn.FAMILY, credit.FAMILY)
+FAMILIES: tuple[Family, ...] = (churn.FAMILY, credit.FAMILY, balance.FAMILY)
 
 
 def checked(families: tuple[Family, ...] = FAMILIES) -> tuple[Family, ...]:

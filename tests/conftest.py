@@ -31,12 +31,13 @@ def telco_csv() -> Path:
 
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> ModelSettings:
-    """A temporary MLflow store holding tiny churn and credit models at version 1, @champion."""
+    """A temporary MLflow store holding every family's tiny models at version 1, @champion."""
     settings = support_models.mlflow_settings(tmp_path_factory.mktemp("mlflow"))
     result = support_models.train_tiny_churn(settings)
     assert result.version == "1" and result.promoted
     credit_result = support_models.train_tiny_credit(settings)
     assert credit_result.segment.promoted and credit_result.approval.promoted
+    assert support_models.train_tiny_balance(settings).promoted
     return settings
 
 

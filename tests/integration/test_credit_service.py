@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from models import catalog
 from persistence.db import make_engine
 from persistence.tables import predictions
 from tests.support.predictions import wait_for_rows
@@ -99,8 +100,8 @@ def test_file_of_applicants_comes_back_evaluated(sqlite_server: Server) -> None:
     assert wait_for_rows(sqlite_server.database_url, 300, [response.headers["x-request-id"]]) == 300
 
 
-def test_models_lists_all_three(sqlite_server: Server) -> None:
+def test_models_lists_every_served_model(sqlite_server: Server) -> None:
     models = {m["name"]: m for m in httpx.get(f"{sqlite_server.url}/models").json()["models"]}
-    assert set(models) == {"churn", "credit-segment", "credit-approval"}
+    assert set(models) == {name for family in catalog.FAMILIES for name in family.models}
     assert models["credit-approval"]["decision_threshold"] > 0
     assert len(models["credit-segment"]["segments"]["segments"]) >= 2

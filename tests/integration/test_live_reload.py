@@ -29,6 +29,7 @@ from persistence.db import make_engine
 from persistence.tables import predictions
 from tests.support.models import (
     mlflow_env,
+    train_tiny_balance,
     train_tiny_churn,
     train_tiny_credit,
 )
@@ -137,6 +138,7 @@ def lifecycle(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     assert train_tiny_churn(settings).version == "1"
     train_tiny_credit(settings)
+    train_tiny_balance(settings)  # every family in the catalog must load for the server to start
     # A different sample: a model whose answers differ from version 1's.
     second = train_tiny_churn(settings, rows=900)
     assert second.version == "2" and not second.promoted

@@ -14,7 +14,7 @@ from tests.support.families import toy_family
 
 
 def test_the_catalog_serves_its_families() -> None:
-    assert [f.name for f in catalog.FAMILIES] == ["churn", "credit"]
+    assert [f.name for f in catalog.FAMILIES] == ["churn", "credit", "balance"]
     assert catalog.checked() == catalog.FAMILIES
 
 

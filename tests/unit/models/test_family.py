@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 
-from models import churn, credit
+from models import balance, churn, credit
 from models.family import Family, FamilyError, Recording
 from tests.support.families import toy_family
 
 
-@pytest.mark.parametrize("family", [churn.FAMILY, credit.FAMILY])
+@pytest.mark.parametrize("family", [churn.FAMILY, credit.FAMILY, balance.FAMILY])
 def test_the_projects_families_are_complete(family: Family) -> None:
     assert family.check() is family
 
