@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.urls import psycopg_url
+from common.urls import psycopg_url, redacted
 from models.settings import ModelSettings, get_settings
 
 if TYPE_CHECKING:
@@ -135,17 +135,34 @@ def ensure_experiment(settings: ModelSettings | None = None) -> str:
 
 
 def resolve(client: MlflowClient, name: str, alias: str) -> Any:
-    """The ModelVersion the alias points to; a clear error if there is none."""
+    """The ModelVersion the alias points to; a clear error if there is none. Any other failure
+    (the tracking server is down, ...) raises as it is: "cannot tell" is not "none"."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
         raise ModelNotAvailableError(
             f"registered model {name!r} has no version with alias {alias!r} in "
-            f"{client.tracking_uri}: train one with `python -m training {name}` "
-            f"(the first version becomes @{alias})"
+            f"{redacted(client.tracking_uri)}: train one with `python -m training "
+            f"{_family_of(name)}` (the first version becomes @{alias})"
         ) from exc
+
+
+def _family_of(name: str) -> str:
+    """The training subcommand of the family serving `name` (FAMILY when none does)."""
+    from models import catalog
+
+    try:
+        return catalog.serving(name).name
+    except KeyError:
+        return "FAMILY"
+
+
+#: What MLflow answers for an alias or a registered model that does not exist.
+_NOT_FOUND = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -159,7 +176,7 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+        if exc.error_code in _NOT_FOUND:
             return None
         raise
 

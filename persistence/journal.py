@@ -6,6 +6,10 @@ spilling never leaves half a batch to replay. Segments are named by a monotonica
 sequence and replayed in that order; a replayed segment is deleted only after its rows are
 committed, and replay skips rows whose id is already stored, so replaying twice writes nothing
 twice.
+
+A segment that cannot be read back (truncated by power loss with fsync off, or edited by hand)
+is set aside as `<name>.unreadable` for an operator, never deleted and never allowed to stop
+the replay of the others; files that are not segments are ignored.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -25,6 +30,17 @@ log = logging.getLogger(__name__)
 #: Position of `created_at` in an encoded row (`writer.COLUMNS`): stored as ISO 8601 text.
 _CREATED_AT = 2
 _SUFFIX = ".jsonl"
+_SEGMENT = re.compile(r"\d+-\d+" + re.escape(_SUFFIX))
+UNREADABLE = ".unreadable"
+
+
+class UnreadableSegment(ValueError):
+    """A segment's content is not the rows that were appended (it was set aside); `lines`
+    is how many lines it held (what `rows()` had counted for it)."""
+
+    def __init__(self, message: str, lines: int) -> None:
+        super().__init__(message)
+        self.lines = lines
 
 
 class Journal:
@@ -44,8 +60,9 @@ class Journal:
         return int(segment.name.split("-", 1)[0])
 
     def segments(self) -> list[Path]:
-        """Whole segments, in the order they were written."""
-        return sorted(self.directory.glob(f"*{_SUFFIX}"), key=self._number)
+        """Whole segments, in the order they were written (other files are not segments)."""
+        found = (p for p in self.directory.glob(f"*{_SUFFIX}") if _SEGMENT.fullmatch(p.name))
+        return sorted(found, key=self._number)
 
     def rows(self) -> int:
         """Rows waiting in the journal (counts lines; used at start-up and in tests)."""
@@ -84,9 +101,17 @@ class Journal:
 
     @staticmethod
     def read(segment: Path) -> list[tuple[Any, ...]]:
-        """The encoded rows of one segment, as they were appended."""
-        with segment.open(encoding="utf-8") as handle:
-            return [_from_json(json.loads(line)) for line in handle if line.strip()]
+        """The encoded rows of one segment, as they were appended; an unreadable one is
+        renamed `<name>.unreadable` and raises `UnreadableSegment` naming it."""
+        try:
+            with segment.open(encoding="utf-8") as handle:
+                return [_from_json(json.loads(line)) for line in handle if line.strip()]
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:  # JSON, UTF-8, shape
+            with segment.open("rb") as handle:
+                lines = sum(1 for _ in handle)
+            segment.rename(segment.with_name(segment.name + UNREADABLE))
+            reason = f"{segment.name} ({lines} lines): {type(exc).__name__}: {exc}"
+            raise UnreadableSegment(reason, lines) from exc
 
     @staticmethod
     def remove(segment: Path) -> None:

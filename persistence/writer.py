@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, Text, Uuid, column, insert, table
 
 from persistence.encode import json_objects, plain, random_uuids
-from persistence.journal import Journal
+from persistence.journal import Journal, UnreadableSegment
 from persistence.tables import predictions
 
 log = logging.getLogger(__name__)
@@ -406,11 +406,17 @@ class PredictionWriter:
     def _replay(self) -> None:
         """The journal, oldest segment first, until it is empty or the database refuses."""
         for segment in self._journal.segments():
+            try:
+                stored = self._journal.read(segment)
+            except UnreadableSegment as exc:  # set aside; the other segments still replay
+                log.error("journal segment unreadable, set aside for an operator: %s", exc)
+                self._account(journal_rows=-exc.lines)
+                continue
             rows = [
                 (*row, *_OLD_ROW_DEFAULTS[len(row) - len(COLUMNS) :])
                 if len(row) < len(COLUMNS)
                 else row
-                for row in self._journal.read(segment)
+                for row in stored
             ]
             try:
                 self._write(rows, idempotent=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.registry import THRESHOLD_TAG, configure_mlflow
+from models.registry import THRESHOLD_TAG, alias_version, configure_mlflow
 from models.settings import ModelSettings
 
 
@@ -80,16 +80,14 @@ def threshold_tags(threshold: float, metric: str, value: float) -> dict[str, str
 
 
 def promote_if_first(name: str, version: str, settings: ModelSettings) -> bool:
-    """The first registered version becomes the serving alias; later ones wait for a promotion."""
-    from mlflow.exceptions import MlflowException
-
+    """The first registered version becomes the serving alias; later ones wait for a promotion.
+    Only a missing alias counts as "first": a registry that cannot tell raises, so a version
+    never reaches @champion past the gate because of a failed lookup."""
     client = configure_mlflow(settings)
-    try:
-        client.get_model_version_by_alias(name, settings.serving_alias)
+    if alias_version(client, name, settings.serving_alias) is not None:
         return False
-    except MlflowException:
-        client.set_registered_model_alias(name, settings.serving_alias, version)
-        return True
+    client.set_registered_model_alias(name, settings.serving_alias, version)
+    return True
 
 
 def summary(result: TrainingResult) -> dict[str, Any]:

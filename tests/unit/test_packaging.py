@@ -19,3 +19,13 @@ def test_bentofile_pins_match_pyproject() -> None:
 
 def test_no_bento_build_config_in_pyproject() -> None:
     assert "bentoml" not in tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {})
+
+
+def test_urls_are_redacted_before_they_are_shown() -> None:
+    from common.urls import psycopg_url, redacted
+
+    assert redacted("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redacted("https://u:pw@mlflow.example") == "https://u:***@mlflow.example"
+    assert redacted("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert psycopg_url("postgres://u:pw@h/d") == "postgresql+psycopg://u:pw@h/d"
+    assert psycopg_url("file:///tmp/mlruns") == "file:///tmp/mlruns"

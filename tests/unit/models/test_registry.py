@@ -186,7 +186,7 @@ def test_resolve_names_the_model_the_alias_and_how_to_train_it(
     message = str(raised.value)
     assert f"registered model '{name}'" in message
     assert f"alias '{alias}'" in message
-    assert f"`python -m training {name}`" in message
+    assert "`python -m training " in message  # the family's subcommand, or FAMILY
     assert client.tracking_uri in message  # which store was asked
 
 
@@ -278,3 +278,34 @@ def test_threshold_comes_from_the_version_tag(
     )
     assert served.threshold == pytest.approx(threshold)
     assert served.describe()["decision_threshold"] == described
+
+
+def test_resolve_does_not_read_a_registry_failure_as_no_model() -> None:
+    from mlflow.exceptions import MlflowException
+
+    class Down:
+        tracking_uri = "postgresql://ops:s3cret@db/mlflow"
+
+        def get_model_version_by_alias(self, name: str, alias: str) -> Any:
+            raise MlflowException("connection refused", error_code=databricks_pb2.INTERNAL_ERROR)
+
+    with pytest.raises(MlflowException, match="connection refused"):
+        registry.resolve(Down(), "churn", "champion")  # type: ignore[arg-type]
+
+
+def test_a_missing_model_message_names_the_family_and_hides_the_password() -> None:
+    from mlflow.exceptions import MlflowException
+
+    class Empty:
+        tracking_uri = "postgresql://ops:s3cret@db/mlflow"
+
+        def get_model_version_by_alias(self, name: str, alias: str) -> Any:
+            raise MlflowException(
+                "no such alias", error_code=databricks_pb2.INVALID_PARAMETER_VALUE
+            )
+
+    with pytest.raises(ModelNotAvailableError) as raised:
+        registry.resolve(Empty(), "credit-segment", "champion")  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "`python -m training credit`" in message
+    assert "s3cret" not in message and "postgresql://ops:***@db/mlflow" in message

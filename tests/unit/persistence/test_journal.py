@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from persistence.journal import Journal
+from persistence.journal import UNREADABLE, Journal, UnreadableSegment
 from tests.support.predictions import numbered_block
 
 
@@ -215,3 +215,22 @@ def test_without_fsync_nothing_is_synced_and_segments_read_the_same(
     assert recorder.synced == []
     assert segment is not None and Journal.read(segment) == rows
     assert Journal(tmp_path).rows() == 3
+
+
+def test_an_unreadable_segment_is_set_aside_and_named(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, fsync=False)
+    first = journal.append(_rows(1, "torn"))
+    assert first is not None
+    first.write_text(first.read_text()[:-7])  # torn: power loss with fsync off
+    with pytest.raises(UnreadableSegment, match=first.name) as refused:
+        Journal.read(first)
+    assert refused.value.lines == 1
+    assert not first.exists() and (tmp_path / (first.name + UNREADABLE)).exists()
+    assert journal.segments() == []
+
+
+def test_files_that_are_not_segments_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "notes.jsonl").write_text("an operator's notes\n")
+    journal = Journal(tmp_path, fsync=False)
+    segment = journal.append(_rows(1, "kept"))
+    assert journal.segments() == [segment]

@@ -121,6 +121,26 @@ def test_replaying_rows_already_stored_writes_nothing_twice(tmp_path: Path) -> N
     assert sorted(_ids(url)) == sorted(block.ids)
 
 
+def test_an_unreadable_segment_is_set_aside_and_the_rest_still_replay(tmp_path: Path) -> None:
+    url = sqlite_database(tmp_path)
+    journal = Journal(tmp_path / "journal", fsync=False)
+    torn = journal.append(numbered_block(3, request_id="torn").copy_rows())
+    assert torn is not None
+    torn.write_text(torn.read_text()[:-9])  # power loss with fsync off
+    kept = numbered_block(4, request_id="kept")
+    journal.append(kept.copy_rows())
+    writer = _writer(tmp_path, lambda: make_engine(url))
+    assert writer.stats.journal_rows == 7
+    writer.start()
+    assert writer.flush(10)  # the writer keeps going: it did not die on the torn segment
+    writer.submit(numbered_block(2, request_id="after"))
+    assert writer.flush(10)
+    writer.close()
+    assert writer.stats.journal_rows == 0 and writer.stats.rows_replayed == 4
+    assert count_rows(make_engine(url)) == 6
+    assert [p.name for p in (tmp_path / "journal").iterdir()] == [torn.name + ".unreadable"]
+
+
 def test_close_with_the_database_down_journals_for_the_next_start(tmp_path: Path) -> None:
     url = sqlite_database(tmp_path)
     database = Switchable(url)
