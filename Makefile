@@ -17,15 +17,16 @@ export OMP_NUM_THREADS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export BENTOML_DO_NOT_TRACK ?= True
 
-.PHONY: help install up serve train migrate test lint unit integration bench bento clean
+.PHONY: help install up serve train migrate test lint unit integration bench bench-compare bento clean
 
 help:
 	@echo "make up        install, train+register the demo models if no champion exists, serve on :$(PORT)"
 	@echo "make test      install and run the whole suite (lint, types, unit, integration, PostgreSQL)"
-	@echo "make train     retrain and register new churn and credit versions (first ones become @champion)"
+	@echo "make train     retrain and register a new version of every family (first ones become @champion)"
 	@echo "make serve     serve what the registry's @champion aliases point to, without training"
 	@echo "make migrate   apply database migrations to DATABASE_URL (default: SQLite under .data/)"
 	@echo "make bench     ClientInsight vs naive FastAPI vs stock BentoML, side by side (wrk, PostgreSQL)"
+	@echo "make bench-compare AGAINST=REF   this checkout vs an earlier commit, alternating rounds"
 	@echo "make bento     build a Bento (bentofile.yaml); containerizing needs a Docker engine"
 	@echo "make clean     remove the local MLflow store, predictions database and venv"
 
@@ -83,6 +84,13 @@ bench: install
 		|| { echo "make bench needs wrk (Debian package 'wrk')"; exit 1; }
 	$(BIN)/python -m training ensure
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# This checkout against an earlier commit, alternating rounds: `make bench-compare AGAINST=HEAD~3`.
+bench-compare: install
+	@[ -n "$(AGAINST)" ] || { echo "make bench-compare needs AGAINST=<git ref>"; exit 1; }
+	@command -v wrk >/dev/null || { echo "make bench-compare needs wrk (Debian package 'wrk')"; exit 1; }
+	$(BIN)/python -m training ensure
+	$(BIN)/python -m bench.compare --against "$(AGAINST)" $(BENCH_ARGS)
 
 bento: install
 	$(BIN)/bentoml build --version "$$(git rev-parse --short HEAD)"

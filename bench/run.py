@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from models import churn, registry, tabular  # noqa: E402
 from serving import tables  # noqa: E402
 from tests.support.postgres import free_port, throwaway_cluster  # noqa: E402
-from tests.unit.models.test_churn import SNAKE  # noqa: E402
+from tests.support.records import SNAKE  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SERVERS = {
@@ -73,16 +73,17 @@ VARIANTS: dict[str, dict[str, str]] = {
 
 @contextmanager
 def server(
-    name: str, env: dict[str, str], log_dir: Path, warm_up: bool = True
+    name: str, env: dict[str, str], log_dir: Path, warm_up: bool = True, cwd: Path = ROOT
 ) -> Iterator[tuple[str, float, Any]]:
-    """Start a server; yield (url, seconds from process start to /readyz 200, process)."""
+    """Start a server (from the checkout in `cwd`); yield (url, seconds from process start to
+    /readyz 200, process)."""
     port = free_port()
-    command = [part.format(port=port) for part in SERVERS[name.split(",")[0]]]
+    command = [part.format(port=port) for part in SERVERS[name.split(",")[0].split("@")[0]]]
     log = (log_dir / f"{name.replace(' ', '_').replace(',', '')}.log").open("ab")
     started = time.monotonic()
     process = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         # A BentoML home per server: `bentoml serve` wipes its Prometheus files at start.
         env={**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-", dir=log_dir), **env},
         stdout=log,
