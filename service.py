@@ -26,12 +26,18 @@ from fastapi import FastAPI
 
 from models import catalog
 from models.family import Family
+from persistence.settings import get_settings as get_persistence_settings
 from serving import errors, openapi, tuning
 from serving.access import AccessGuard, AccessPolicy
 from serving.entry import entry_service
 from serving.model_service import model_service
 from serving.routes import FileHandler, JsonHandler, RouteTable
-from serving.settings import get_serving_settings, get_settings, refuse_bad_configuration
+from serving.settings import (
+    family_settings,
+    get_serving_settings,
+    get_settings,
+    refuse_bad_configuration,
+)
 
 # Model loads and swaps are operational events: logged at INFO whatever the root level is.
 for _name in ("clientinsight", "models.registry"):
@@ -41,6 +47,8 @@ for _name in ("clientinsight", "models.registry"):
 # with one line naming it, instead of a worker that keeps failing to start.
 FAMILIES = refuse_bad_configuration(catalog.current)
 refuse_bad_configuration(get_serving_settings)
+refuse_bad_configuration(lambda: [family_settings(family.name) for family in FAMILIES])
+refuse_bad_configuration(get_persistence_settings)
 ACCESS_SETTINGS = refuse_bad_configuration(get_settings)
 
 #: The public routes live on this app, which the entry service mounts; BentoML adds its

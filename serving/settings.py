@@ -160,8 +160,17 @@ def env_prefix(family: str) -> str:
 
 @cache
 def family_settings(family: str) -> FamilySettings:
-    """The family's settings from its prefixed variables, read once per family."""
-    return FamilySettings(_env_prefix=env_prefix(family))
+    """The family's settings from its prefixed variables, read once per family; a bad value
+    is a ValueError naming the variable (pydantic would name only the field)."""
+    prefix = env_prefix(family)
+    try:
+        return FamilySettings(_env_prefix=prefix)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ValueError(problems) from None
 
 
 @lru_cache(maxsize=1)
