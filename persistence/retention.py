@@ -4,7 +4,7 @@ Short transactions (`batch_rows` rows each, oldest first, through the `created_a
 the writer's COPY and the dashboards' reads going while a large backlog is pruned, and let
 autovacuum reclaim space as it goes. Run it daily (a Kubernetes CronJob, or cron):
 `python -m persistence prune --older-than-days 730`. At very large volumes, monthly
-partitions dropped whole are cheaper than deleting rows; see README, "Retention".
+partitions dropped whole are cheaper than deleting rows; see docs/persistence.md, "Retention".
 """
 
 from __future__ import annotations

@@ -243,7 +243,7 @@ class PredictionWriter:
     written; the thread retries the journal with back-off and returns to direct writes once
     it is empty. Replay skips rows whose id is already stored. Rows are lost only if the
     process dies while they are in memory: at most one flush interval of rows plus the batch
-    being written (README, "Guarantees").
+    being written (docs/persistence.md, "Guarantees").
     """
 
     def __init__(

@@ -57,8 +57,8 @@ SECURITY_SCHEMES = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
 }
 _DESCRIPTION = (
-    "Standardized model serving: churn risk and credit-card client evaluation, from the "
-    "MLflow registry's @champion versions. Every route but the probes, /metrics and the API "
+    "Standardized model serving: every model family in the catalog, from the MLflow "
+    "registry's @champion versions. Every route but the probes, /metrics and the API "
     "documents needs an API key when keys are configured; admin routes need an admin key."
 )
 

@@ -30,8 +30,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
 #: How long the database stays down (the issue's scenario).
 OUTAGE_S = 30
-#: The documented loss window for kill -9 of the API worker (README, "Guarantees"): rows
-#: answered within one flush interval (0.25 s) before the kill, plus the batch being written.
+#: The documented loss window for kill -9 of the API worker (docs/persistence.md,
+#: "Guarantees"): rows answered within one flush interval (0.25 s) before the kill, plus the
+#: batch being written.
 KILL_LOSS_WINDOW_S = 1.0
 
 
