@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 from sklearn.compose import ColumnTransformer
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import Ridge
@@ -22,7 +21,7 @@ from models import balance
 from models.registry import ensure_experiment
 from models.settings import ModelSettings, get_settings
 from training import evaluate
-from training.data import DataError, Dataset, read_source
+from training.data import DataError, Dataset, contract_rows, print_source, read_source
 from training.progress import Steps
 from training.registration import TrainingResult, log_and_register, log_evaluation_set
 
@@ -56,22 +55,9 @@ def load(path: Path | None = None) -> Dataset:
         raise DataError(f"{source}: missing columns {missing}")
     records = raw[list(names)].rename(columns=names).to_dict("records")
     targets = pd.to_numeric(raw[target_column], errors="coerce").to_numpy(dtype="float64")
-    kept: list[balance.Cardholder] = []
-    rows: list[int] = []
-    rejected: list[str] = []
-    for position, record in enumerate(records):
-        if not np.isfinite(targets[position]) or targets[position] < 0:
-            rejected.append(f"row {position + 1}: {ORIGINAL_TARGET}: not a balance")
-            continue
-        try:
-            kept.append(balance.Cardholder.model_validate(record))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            rejected.append(f"row {position + 1}: {first['loc'][0]}: {first['msg']}")
-            continue
-        rows.append(position)
-    if not kept:
-        raise DataError(f"{source}: no valid rows ({rejected[:3]})")
+    bad = [i for i, t in enumerate(targets) if not np.isfinite(t) or t < 0]
+    reasons = [f"row {i + 1}: {ORIGINAL_TARGET}: not a balance" for i in bad]
+    kept, rows, rejected = contract_rows(records, balance.Cardholder, source, reasons, set(bad))
     return Dataset(balance.to_frame(kept), targets[rows], source, digest, tuple(rejected))
 
 
@@ -187,20 +173,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, train, log and register; print the run's metrics."""
-    from rich.console import Console
 
     from training.registration import print_summary
 
     steps = Steps.to_terminal()
     with steps.step("load and validate balance data"):
         dataset = load(args.data)
-    console = Console(stderr=True)
-    console.print(
-        f"data: {dataset.source} ({dataset.rows} rows, {len(dataset.rejected)} rejected, "
-        f"sha256 {dataset.sha256[:12]})"
-    )
-    for reason in dataset.rejected:
-        console.print(f"  rejected {reason}")
+    print_source(dataset)
     result = train(dataset, BalanceConfig(seed=args.seed, alpha=args.alpha), steps=steps)
     print_summary(f"{balance.MODEL_NAME} run {result.run_id}", result)
     return 0

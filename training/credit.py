@@ -369,19 +369,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from training.data import load_credit
+    from training.data import load_credit, print_source
     from training.registration import print_summary
 
     steps = Steps.to_terminal()
     with steps.step("load and validate credit data"):
         dataset = load_credit(args.data)
-    console = Console(stderr=True)
-    console.print(
-        f"data: {dataset.source} ({dataset.rows} rows, {len(dataset.rejected)} rejected, "
-        f"sha256 {dataset.sha256[:12]})"
-    )
-    for reason in dataset.rejected:
-        console.print(f"  rejected {reason}")
+    print_source(dataset)
     result = train(dataset, CreditConfig(seed=args.seed), steps=steps)
     k_table = Table(title="number of segments: evidence")
     for column in ("k", "silhouette", "stability (ARI)", "smallest segment"):

