@@ -116,7 +116,7 @@ def test_killed_credit_worker(fragile_server: Server) -> None:
     load.start()
     try:
         time.sleep(2)
-        victim = fragile_server.worker("credit_models")
+        victim = fragile_server.worker("credit_model")
         t0 = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         time.sleep(1.0)
@@ -128,7 +128,7 @@ def test_killed_credit_worker(fragile_server: Server) -> None:
     credit = load.since("credit", t0)
     assert any(r[1] == 503 for r in credit), "the dead worker went unnoticed"
     assert credit[-1][1] == 200, "credit did not recover by itself"
-    assert fragile_server.worker("credit_models").pid != victim.pid
+    assert fragile_server.worker("credit_model").pid != victim.pid
     print(f"credit recovered {recovery_s:.1f}s after SIGKILL of its worker")
 
 
@@ -136,7 +136,7 @@ def test_hanging_credit_worker(fragile_server: Server) -> None:
     wait_until_credit_answers(fragile_server.url)
     load = Load(fragile_server.url)
     load.start()
-    victim = fragile_server.worker("credit_models")
+    victim = fragile_server.worker("credit_model")
     try:
         time.sleep(1)
         t0 = time.monotonic()
