@@ -52,6 +52,9 @@ class Prediction(Base):
     role: Mapped[str] = mapped_column(String(16), server_default="champion")
     #: For a challenger row: the id of the champion row it shadows (same request, same input).
     shadow_of: Mapped[object | None] = mapped_column(Uuid, nullable=True)
+    #: How the request came: "http" (the JSON and file routes), "oip-rest" or "oip-grpc"
+    #: (the Open Inference Protocol).
+    protocol: Mapped[str] = mapped_column(String(16), server_default="http")
 
     __table_args__ = (
         Index("ix_predictions_model_created", "model_name", "created_at"),

@@ -50,9 +50,11 @@ COLUMNS: tuple[str, ...] = (
     "latency_ms",
     "role",
     "shadow_of",
+    "protocol",
 )
-#: Journal rows written before `role` and `shadow_of` existed: champion answers.
-_OLD_ROW_DEFAULTS: tuple[Any, ...] = ("champion", None)
+#: What journal rows written before the last columns existed hold there: champion answers
+#: (no `shadow_of`) that came by the HTTP API.
+_OLD_ROW_DEFAULTS: tuple[Any, ...] = ("champion", None, "http")
 #: Of those, the JSON documents.
 _DOCUMENTS = ("model_versions", "inputs", "outputs")
 
@@ -83,6 +85,8 @@ class PredictionBlock:
     role: str = "champion"
     #: A challenger block's champion row ids, row by row.
     shadow_of: Sequence[str] | None = None
+    #: "http", "oip-rest" or "oip-grpc".
+    protocol: str = "http"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,7 +98,7 @@ class PredictionBlock:
         shadow_of = self.shadow_of if self.shadow_of is not None else [None] * n
         return [
             (row_id, *shared, version, versions, self.source, entity, score, label, i, o,
-             self.latency_ms, self.role, shadowed)
+             self.latency_ms, self.role, shadowed, self.protocol)
             for row_id, version, versions, entity, score, label, i, o, shadowed in zip(
                 self.ids,
                 _texts(self.model_version),
@@ -154,6 +158,7 @@ def prediction_block(
     outputs: Mapping[str, Column],
     latency_ms: float,
     shadow_of: Sequence[str] | None = None,
+    protocol: str = "http",
 ) -> PredictionBlock:
     """A block from one request's input and output columns, stored as `recording` says.
 
@@ -192,6 +197,7 @@ def prediction_block(
         outputs=outputs,
         role="champion" if shadow_of is None else "challenger",
         shadow_of=shadow_of,
+        protocol=protocol,
     )
 
 

@@ -94,10 +94,13 @@ def test_each_version_pair_is_reported_apart(tmp_path: Path) -> None:
     assert found[("1", "2")].label_agreement == 1.0
 
 
-def test_journal_rows_from_before_migration_0004_replay_as_champion_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing", [1, 3], ids=["before-0005", "before-0004"])
+def test_journal_rows_from_before_a_migration_replay_as_http_champion_rows(
+    tmp_path: Path, missing: int
+) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
     migrate.upgrade(url)
-    old = _block([0.3], ["medium"], "1").copy_rows()[0][: len(COLUMNS) - 2]
+    old = _block([0.3], ["medium"], "1").copy_rows()[0][: len(COLUMNS) - missing]
     Journal(tmp_path / "journal", fsync=False).append([old])
     writer = PredictionWriter(
         lambda: make_engine(url), journal_dir=tmp_path / "journal", flush_interval_s=0.01
@@ -107,6 +110,8 @@ def test_journal_rows_from_before_migration_0004_replay_as_champion_rows(tmp_pat
     writer.close()
     engine = make_engine(url)
     with engine.connect() as connection:
-        [row] = connection.execute(select(predictions.c.role, predictions.c.shadow_of)).all()
+        [row] = connection.execute(
+            select(predictions.c.role, predictions.c.shadow_of, predictions.c.protocol)
+        ).all()
     engine.dispose()
-    assert (row.role, row.shadow_of) == ("champion", None)
+    assert (row.role, row.shadow_of, row.protocol) == ("champion", None, "http")
