@@ -24,7 +24,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,13 +37,27 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: Routes anyone may call: probes, metrics, the API documents and Swagger UI.
-OPEN_ROUTES = frozenset({"/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json"})
+#: Routes anyone may call: probes (ours, BentoML's and the Open Inference Protocol's),
+#: metrics, the API documents and Swagger UI.
+OPEN_ROUTES = frozenset(
+    {
+        "/",
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/metrics",
+        "/docs.json",
+        "/v2/health/live",
+        "/v2/health/ready",
+    }
+)
 OPEN_PREFIXES = ("/static_content/",)
 #: Routes only admin keys may call.
 ADMIN_ROUTES = ("/models", "/admin/")
+#: Routes that return customers' stored inputs: history keys (or admin keys) only.
+HISTORY_ROUTES = ("/graphql",)
 
-Access = Literal["open", "key", "admin"]
+Access = Literal["open", "key", "history", "admin"]
 
 #: A key entry: `name:sha256[:rate[:burst]]`.
 NAME = re.compile(r"[\w.@-]{1,64}")
@@ -67,6 +81,8 @@ def access(path: str) -> Access:
         return "open"
     if path == ADMIN_ROUTES[0] or path.startswith(ADMIN_ROUTES[1]):
         return "admin"
+    if path.rstrip("/") in HISTORY_ROUTES:
+        return "history"
     return "key"
 
 
@@ -77,6 +93,16 @@ class ApiKey:
     admin: bool
     rate_per_s: float | None = None
     burst: int | None = None
+    #: May read prediction history (`/graphql`); admin keys may too.
+    history: bool = False
+
+    def may(self, route: Access) -> bool:
+        """Whether this key may call a route of that access level."""
+        if route == "admin":
+            return self.admin
+        if route == "history":
+            return self.admin or self.history
+        return True
 
 
 def check_name(name: str) -> str:
@@ -104,7 +130,7 @@ def format_rate(rate: float) -> str:
     return f"{rate:.6f}".rstrip("0").rstrip(".")
 
 
-def parse_keys(text: str, *, admin: bool, variable: str) -> list[ApiKey]:
+def parse_keys(text: str, *, admin: bool, variable: str, history: bool = False) -> list[ApiKey]:
     """`name:sha256[:rate[:burst]]` entries, separated by commas or newlines. A bad entry is
     an error naming the variable, the entry's position and which part is wrong, never the
     digest part (it may be a raw key pasted by mistake)."""
@@ -142,7 +168,7 @@ def parse_keys(text: str, *, admin: bool, variable: str) -> list[ApiKey]:
                     "requests of at least 1"
                 )
             burst = int(match["burst"])
-        keys.append(ApiKey(name, match["digest"], admin, rate, burst))
+        keys.append(ApiKey(name, match["digest"], admin, rate, burst, history))
     return keys
 
 
@@ -184,6 +210,12 @@ class AccessPolicy:
     ) -> None:
         keys = parse_keys(settings.api_keys, admin=False, variable="CLIENTINSIGHT_API_KEYS")
         keys += parse_keys(settings.admin_keys, admin=True, variable="CLIENTINSIGHT_ADMIN_KEYS")
+        keys += parse_keys(
+            settings.history_keys,
+            admin=False,
+            history=True,
+            variable="CLIENTINSIGHT_HISTORY_KEYS",
+        )
         self.keys = {key.digest: key for key in keys}
         if len(self.keys) != len(keys):
             raise ValueError("the same key hash appears twice in the API key settings")
@@ -195,6 +227,7 @@ class AccessPolicy:
             )
         self.open = not self.keys
         self.max_body_bytes = settings.max_body_bytes
+        self.max_json_body_bytes = settings.max_json_body_bytes
         #: The body limit of each route (the JSON routes' is far below the uploads').
         self.body_limit = body_limit or (lambda _path: settings.max_body_bytes)
         self.buckets = {}
@@ -211,17 +244,65 @@ class AccessPolicy:
                 "open to anyone who can reach this port"
             )
         admins = sum(key.admin for key in self.keys.values())
+        history = sum(key.history for key in self.keys.values())
         return (
-            f"authentication is ON: {len(self.keys) - admins} API keys and {admins} admin keys; "
-            "every route but health, metrics and the API docs needs one"
+            f"authentication is ON: {len(self.keys) - admins - history} API keys, {history} "
+            f"history keys and {admins} admin keys; every route but health, metrics and the "
+            "API docs needs one"
         )
+
+    def authorize(self, presented: str | None, route: Access) -> ApiKey | None:
+        """The key that may call a route of level `route` now (None when none is needed),
+        or the ApiError refusing it: 401 without a valid key, 403 when the key may not call
+        it, 429 over the key's rate. Every protocol's front door asks this."""
+        if route == "open" or self.open:
+            return None
+        if presented is None:
+            raise ApiError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                code="missing_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        key = self.keys.get(hash_key(presented))
+        if key is None:
+            raise ApiError(
+                401, "invalid API key", code="invalid_key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if not key.may(route):
+            allowed = (
+                "admin routes (/models, /admin/...)"
+                if route == "admin"
+                else (
+                    "prediction history (/graphql): make a key with "
+                    "'python -m serving.keys new NAME --history'"
+                )
+            )
+            raise ApiError(403, f"the key '{key.name}' may not use {allowed}", code=f"not_{route}")
+        bucket = self.buckets[key.digest]
+        wait = bucket.take()
+        if wait:
+            retry = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                f"rate limit: the key '{key.name}' may send {bucket.rate:g} requests/s "
+                f"(bursts of {bucket.burst}) to each API worker",
+                code="rate_limited",
+                extra={"retry_after_s": retry},
+                headers={"Retry-After": str(retry)},
+            )
+        return key
 
     def presented(self, scope: Scope) -> str | None:
         """The one key the request presents (`Authorization: Bearer` or `X-API-Key`), None
         for none; ApiError(400) when it presents more than one."""
+        return self.presented_in(scope.get("headers") or [])
+
+    def presented_in(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """`presented`, from (lower-case name, value) pairs: HTTP headers or gRPC metadata."""
         bearer: list[str] = []
         api_keys: list[str] = []
-        for name, value in scope.get("headers") or []:
+        for name, value in headers:
             if name == b"authorization":
                 text = value.decode("latin-1")
                 if text[:7].lower() == "bearer ":
@@ -268,37 +349,7 @@ class AccessGuard:
         route = access(scope["path"])
         if route == "open" or self.policy.open:
             return
-        presented = self.policy.presented(scope)
-        if presented is None:
-            raise ApiError(
-                401,
-                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                code="missing_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        key = self.policy.keys.get(hash_key(presented))
-        if key is None:
-            raise ApiError(
-                401, "invalid API key", code="invalid_key", headers={"WWW-Authenticate": "Bearer"}
-            )
-        if route == "admin" and not key.admin:
-            raise ApiError(
-                403,
-                f"the key '{key.name}' may not use admin routes (/models, /admin/...)",
-                code="not_admin",
-            )
-        bucket = self.policy.buckets[key.digest]
-        wait = bucket.take()
-        if wait:
-            retry = max(1, math.ceil(wait))
-            raise ApiError(
-                429,
-                f"rate limit: the key '{key.name}' may send {bucket.rate:g} requests/s "
-                f"(bursts of {bucket.burst}) to each API worker",
-                code="rate_limited",
-                extra={"retry_after_s": retry},
-                headers={"Retry-After": str(retry)},
-            )
+        self.policy.authorize(self.policy.presented(scope), route)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app, with a body that may not grow past the limit (chunked uploads): past it,

@@ -1,7 +1,8 @@
-"""Make an API key: `python -m serving.keys new NAME [--admin] [--rate R] [--burst B]`.
+"""Make an API key: `python -m serving.keys new NAME [--admin | --history] [--rate R]`.
 
 Prints the key once (hand it to the client; it is stored nowhere) and the entry to add to
-`CLIENTINSIGHT_API_KEYS` (or `CLIENTINSIGHT_ADMIN_KEYS`), which holds only its SHA-256. A
+`CLIENTINSIGHT_API_KEYS` (or `CLIENTINSIGHT_ADMIN_KEYS`, `CLIENTINSIGHT_HISTORY_KEYS`), which
+holds only its SHA-256. A
 mistake (a name with a space or a colon, a rate that is not a positive number) is refused with
 one line saying what is allowed.
 """
@@ -67,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         help="who the key is for: 1-64 letters, digits, _ . @ - (shown in 403/429 answers, "
         "never the key)",
     )
-    new.add_argument("--admin", action="store_true", help="may also call the admin routes")
+    scope = new.add_mutually_exclusive_group()
+    scope.add_argument("--admin", action="store_true", help="may also call the admin routes")
+    scope.add_argument(
+        "--history",
+        action="store_true",
+        help="may also read prediction history (/graphql), which holds customers' inputs",
+    )
     new.add_argument("--rate", type=_rate, help="requests per second per API worker")
     new.add_argument(
         "--burst", type=_burst, help="requests it may send at once (default: 2 s of its rate)"
@@ -81,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         entry += f":{format_rate(args.rate)}"
     if args.burst is not None:
         entry += f":{args.burst}"
-    variable = "CLIENTINSIGHT_ADMIN_KEYS" if args.admin else "CLIENTINSIGHT_API_KEYS"
-    parse_keys(entry, admin=args.admin, variable=variable)  # the entry must read back
+    variable = (
+        "CLIENTINSIGHT_ADMIN_KEYS"
+        if args.admin
+        else "CLIENTINSIGHT_HISTORY_KEYS"
+        if args.history
+        else "CLIENTINSIGHT_API_KEYS"
+    )
+    # the entry must read back
+    parse_keys(entry, admin=args.admin, history=args.history, variable=variable)
     print(f"key (give it to {args.name}; it is stored nowhere):\n  {key}")
     print(f"entry for {variable} (comma-separated with the others):\n  {entry}")
     return 0

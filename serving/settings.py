@@ -34,6 +34,9 @@ class AccessSettings(BaseSettings):
     api_keys: str = Field(default="", validation_alias="CLIENTINSIGHT_API_KEYS")
     #: The same format; admin keys may also call the admin routes (`/models`, `/admin/...`).
     admin_keys: str = Field(default="", validation_alias="CLIENTINSIGHT_ADMIN_KEYS")
+    #: The same format; history keys may also read stored predictions (`/graphql`), which hold
+    #: customers' inputs. Admin keys may too.
+    history_keys: str = Field(default="", validation_alias="CLIENTINSIGHT_HISTORY_KEYS")
     #: Requests per second per key and API worker, unless the key's entry says otherwise.
     rate_limit_per_s: float = Field(
         default=200.0, gt=0, validation_alias="CLIENTINSIGHT_RATE_LIMIT_PER_S"
@@ -120,6 +123,9 @@ class ServingSettings(BaseSettings):
         default=2, ge=1, le=64, validation_alias="CLIENTINSIGHT_MODEL_CALLS_IN_FLIGHT"
     )
     api_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_API_WORKERS")
+    #: The Open Inference Protocol's gRPC port, served by every API worker (they share it);
+    #: 0 turns gRPC off. It listens on the same address as the HTTP port.
+    grpc_port: int = Field(default=8001, ge=0, le=65535, validation_alias="CLIENTINSIGHT_GRPC_PORT")
     #: OpenTelemetry spans per request. Off by default: with no exporter configured they cost
     #: CPU for nothing (bench/README.md).
     tracing: bool = Field(default=False, validation_alias="CLIENTINSIGHT_TRACING")

@@ -85,7 +85,35 @@ def test_admin_routes_need_an_admin_key() -> None:
     assert _call(guard, "/churn/predict", {"X-API-Key": ADMIN_KEY})[0] == 200
 
 
-@pytest.mark.parametrize("path", ["/livez", "/readyz", "/metrics", "/docs.json", "/"])
+HISTORY_KEY = "ci_history-key-for-tests"
+
+
+def test_history_needs_a_history_or_admin_key() -> None:
+    policy = AccessPolicy(_settings(CLIENTINSIGHT_HISTORY_KEYS=f"bi:{hash_key(HISTORY_KEY)}"))
+    guard = AccessGuard(_app, policy)
+    status, _, body = _call(guard, "/graphql", {"X-API-Key": USER_KEY})
+    assert status == 403 and "'crm' may not use prediction history" in body["error"]
+    assert "--history" in body["error"]
+    assert _call(guard, "/graphql", {"X-API-Key": HISTORY_KEY})[0] == 200
+    assert _call(guard, "/graphql", {"X-API-Key": ADMIN_KEY})[0] == 200
+    assert _call(guard, "/graphql")[0] == 401
+    # A history key is no admin key, and still predicts.
+    assert _call(guard, "/models", {"X-API-Key": HISTORY_KEY})[0] == 403
+    assert _call(guard, "/churn/predict", {"X-API-Key": HISTORY_KEY})[0] == 200
+
+
+def test_the_key_command_makes_history_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert keys.main(["new", "bi", "--history"]) == 0
+    out = capsys.readouterr().out
+    assert "entry for CLIENTINSIGHT_HISTORY_KEYS" in out
+    with pytest.raises(SystemExit):
+        keys.main(["new", "bi", "--history", "--admin"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/livez", "/readyz", "/metrics", "/docs.json", "/", "/v2/health/live", "/v2/health/ready"],
+)
 def test_probes_metrics_and_docs_stay_open(path: str) -> None:
     assert _call(AccessGuard(_app, AccessPolicy(_settings())), path)[0] == 200
 
@@ -168,7 +196,7 @@ def test_the_same_key_sent_both_ways_is_one_key() -> None:
     assert _call(guard, "/churn/predict", both)[0] == 200
 
 
-@pytest.mark.parametrize("path", ["/regression/predict", "/v2/models/churn/infer", "/graphql"])
+@pytest.mark.parametrize("path", ["/regression/predict", "/v2/models/churn/infer", "/v2"])
 def test_a_route_not_listed_as_open_needs_a_key(path: str) -> None:
     """Closed by default: a route added later is guarded from its first line."""
     guard = AccessGuard(_app, AccessPolicy(_settings()))
@@ -180,7 +208,7 @@ def test_the_start_up_line_says_whether_keys_are_required_and_how_many() -> None
     assert (
         AccessPolicy(_settings())
         .describe()
-        .startswith("authentication is ON: 1 API keys and 1 admin keys")
+        .startswith("authentication is ON: 1 API keys, 0 history keys and 1 admin keys")
     )
     assert "OFF" in AccessPolicy(AccessSettings.model_validate({})).describe()
     assert USER_KEY not in AccessPolicy(_settings()).describe()
