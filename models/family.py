@@ -87,6 +87,19 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class ModelView:
+    """What one registered model of a family that decides with several answers on its own
+    (the Open Inference Protocol serves `credit-segment` and `credit-approval` as models too):
+    its output type, taken from the worker's output for a record, and which of its fields are
+    stored as a row's score and label."""
+
+    output: type[BaseModel]
+    take: Callable[[Any], BaseModel]
+    score_field: str | None = None
+    label_field: str | None = None
+
+
+@dataclass(frozen=True)
 class Training:
     """How the family's models are trained: `module` (importable, in `training/`) defines
     `add_arguments(parser)` and `run(args) -> int`; `default_data` says what it reads when no
@@ -138,6 +151,8 @@ class Family:
     file_columns: Callable[[Sequence[Any]], dict[str, list[Any]]] | None = None
     #: The promotion gate of each registered model.
     gates: Mapping[str, Gate] = field(default_factory=dict)
+    #: Each registered model's own answer, for a family that decides with several models.
+    views: Mapping[str, ModelView] = field(default_factory=dict)
     training: Training | None = None
 
     @property
@@ -203,6 +218,17 @@ class Family:
         for model in self.models:
             if model not in self.gates:
                 problems.append(f"gates: no promotion gate for {model!r}")
+            if len(self.models) > 1 and model not in self.views:
+                problems.append(f"views: no answer of {model!r} on its own")
+        for model, view in self.views.items():
+            if model not in self.models:
+                problems.append(f"views: {model!r} is not served")
+            for piece in ("score_field", "label_field"):
+                name = getattr(view, piece)
+                if name is not None and name not in view.output.model_fields:
+                    problems.append(
+                        f"views[{model!r}].{piece}: {name!r} is not a field of {_name(view.output)}"
+                    )
         if self.training is None:
             problems.append("training: no training entry point")
         if problems:

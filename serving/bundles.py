@@ -145,3 +145,31 @@ def describe(family: Family, bundle: Bundle, challenger_alias: str) -> list[dict
                 {**model.describe(), **extra, "standby_version": standby.get(model.name)}
             )
     return described
+
+
+def loaded_versions(family: Family, bundle: Bundle) -> dict[str, dict[str, str | None]]:
+    """Per model, the version each role holds: `champion`, `challenger` (its own, not a
+    champion it is paired with) and `standby` (kept for a rollback); None for an empty role."""
+
+    def version(scorer: Scorer | None, name: str) -> str | None:
+        if scorer is None:
+            return None
+        return next((m.version for m in scorer.models if m.name == name), None)
+
+    out: dict[str, dict[str, str | None]] = {}
+    for name in family.models:
+        champion = version(bundle.champion, name)
+        out[name] = {
+            "champion": champion,
+            "challenger": challenger_version(champion, version(bundle.challenger, name)),
+            "standby": version(bundle.standby, name),
+        }
+    return out
+
+
+def scorer_for(bundle: Bundle, model: str, version: str) -> Scorer | None:
+    """The loaded scorer whose `model` is at `version` (champion first), or None."""
+    for scorer in bundle.held:
+        if any(m.name == model and m.version == version for m in scorer.models):
+            return scorer
+    return None

@@ -41,6 +41,8 @@ from serving.access import AccessPolicy
 from serving.batching import MicroBatcher
 from serving.errors import ApiError
 from serving.metrics import WriterMetrics
+from serving.oip.dataplane import DataPlane, InferenceModel
+from serving.oip.grpc import GrpcServer
 from serving.routes import Scored, Upload
 from serving.settings import family_settings, get_serving_settings
 from serving.shadow import Shadow
@@ -92,6 +94,9 @@ class Entry:
 
     families: tuple[Family, ...] = ()
     policy: AccessPolicy | None = None
+    #: The Open Inference Protocol's data plane; its gRPC server runs in each API worker.
+    inference: DataPlane | None = None
+    host: str = "127.0.0.1"
 
     def __init__(self) -> None:
         if self.policy is not None:
@@ -141,8 +146,30 @@ class Entry:
         )
         return Lane(family, service, batcher, shadow)
 
+    @bentoml.on_startup
+    async def _serve_grpc(self) -> None:
+        """The gRPC server, in this worker's event loop (BentoML serves HTTP only)."""
+        self.grpc: GrpcServer | None = None
+        port = self.settings.grpc_port
+        if self.inference is None or self.policy is None or not port:
+            return
+        self.grpc = GrpcServer(
+            self.inference,
+            self,
+            self.policy,
+            host=self.host,
+            port=port,
+            shared=self.settings.api_workers > 1,
+            max_message_bytes=self.policy.max_json_body_bytes,
+        )
+        await self.grpc.start()
+
     @bentoml.on_shutdown
-    def _flush_predictions(self) -> None:
+    async def _shut_down(self) -> None:
+        """gRPC calls in flight finish first, then every prediction is written."""
+        grpc: GrpcServer | None = getattr(self, "grpc", None)
+        if grpc is not None:
+            await grpc.stop(grace_s=5.0)
         self.writer.close()
 
     async def _call(self, family: Family, call: Callable[[], Awaitable[T]]) -> T:
@@ -176,36 +203,25 @@ class Entry:
             return "the model service is overloaded or restarting (it refused the request)"
         return errors.reason(exc)
 
-    def _block(
+    def _persist(
         self,
         recording: Recording,
-        request_id: str,
         source: str,
         inputs: Mapping[str, Column],
         outputs: Mapping[str, Column],
         started: float,
-        shadow_of: list[str] | None = None,
+        protocol: str = "http",
     ) -> PredictionBlock:
-        return prediction_block(
+        """Hand one request's rows to the writer (never blocks); the rows, with their ids."""
+        block = prediction_block(
             recording=recording,
-            request_id=request_id,
+            request_id=str(uuid.uuid4()),
             source=source,
             inputs=inputs,
             outputs=outputs,
             latency_ms=(time.perf_counter() - started) * 1000,
-            shadow_of=shadow_of,
+            protocol=protocol,
         )
-
-    def _persist(
-        self,
-        family: Family,
-        source: str,
-        inputs: Mapping[str, Column],
-        outputs: Mapping[str, Column],
-        started: float,
-    ) -> PredictionBlock:
-        """Hand one request's rows to the writer (never blocks); the rows, with their ids."""
-        block = self._block(family.recording, str(uuid.uuid4()), source, inputs, outputs, started)
         self.writer.submit(block)
         return block
 
@@ -223,14 +239,15 @@ class Entry:
         reach a worker whose challenger is the version that already answered the request.
         Such a shadow compares a version with itself and is not stored.
         """
-        shadow = self._block(
-            family.recording,
-            champion.request_id,
-            champion.source,
-            {},
-            outputs,
-            started,
-            champion.ids,
+        shadow = prediction_block(
+            recording=family.recording,
+            request_id=champion.request_id,
+            source=champion.source,
+            inputs={},
+            outputs=outputs,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            shadow_of=champion.ids,
+            protocol=champion.protocol,
         )
         if len(shadow) and shadow.model_versions[0] != champion.model_versions[0]:
             self.writer.submit(shadow)
@@ -242,10 +259,53 @@ class Entry:
         outputs = await self._call(family, lambda: lane.batcher.submit(records))
         answers = family.answers(records, outputs)
         block = self._persist(
-            family, "api", record_columns(records), record_columns(answers), started
+            family.recording, "api", record_columns(records), record_columns(answers), started
         )
         lane.shadow.offer(records, block)
         return answers, block.request_id
+
+    async def infer(
+        self,
+        target: InferenceModel,
+        records: Sequence[Any],
+        *,
+        version: str | None,
+        protocol: str,
+    ) -> tuple[dict[str, list[Any]], str, str] | None:
+        """An Open Inference Protocol request's answers as columns, the version that made
+        them and the request id; None when `version` is pinned and not loaded.
+
+        Unpinned, it is the JSON route's path: the family's batcher, then the shadow (for a
+        family's decision). A pinned version is scored by the model worker's scorer that
+        holds it (champion, challenger or standby), alone.
+        """
+        started = time.perf_counter()
+        family = target.family
+        lane = self.lanes[family.name]
+        if version is None:
+            outputs = await self._call(family, lambda: lane.batcher.submit(records))
+        else:
+            outputs = await self._call(
+                family,
+                lambda: lane.service.to_async.predict_version(records, target.model, version),
+            )
+            if not outputs:
+                return None
+        columns = target.columns(records, outputs)
+        block = self._persist(
+            target.recording, "api", record_columns(records), columns, started, protocol
+        )
+        if version is None and target.view is None:
+            lane.shadow.offer(records, block)
+        return columns, str(block.model_version[0]), block.request_id
+
+    async def versions(self, family: Family) -> dict[str, dict[str, str | None]]:
+        """The version each role holds per model of `family`; 503 when its service is down."""
+        service = self.lanes[family.name].service
+        versions: dict[str, dict[str, str | None]] = await self._call(
+            family, lambda: service.to_async.versions()
+        )
+        return versions
 
     def _chunks(self, items: Chunked) -> list[Chunked]:
         """An upload's records or feature rows in model-service calls of `file_chunk_rows`."""
@@ -280,7 +340,7 @@ class Entry:
         outcome: dict[str, Column] = {str(name): frame[name].to_numpy() for name in frame.columns}
         entity = family.recording.entity_field
         answers = {entity: upload.columns[entity], **outcome}
-        block = self._persist(family, "file", upload.columns, answers, started)
+        block = self._persist(family.recording, "file", upload.columns, answers, started)
         return Scored(outcome, block.request_id)
 
     def _records_answer(
@@ -293,7 +353,9 @@ class Entry:
     ) -> Scored:
         assert family.file_columns is not None  # Family.check
         answers = family.answers(records, [output for chunk in chunks for output in chunk])
-        block = self._persist(family, "file", upload.columns, record_columns(answers), started)
+        block = self._persist(
+            family.recording, "file", upload.columns, record_columns(answers), started
+        )
         return Scored(family.file_columns(answers), block.request_id)
 
     async def list_models(self) -> dict[str, Any]:
@@ -326,6 +388,7 @@ def entry_service(
     app: Any,
     policy: AccessPolicy,
     host: str,
+    inference: DataPlane | None = None,
 ) -> bentoml.Service[Any]:
     """The public service: `Entry` with one `bentoml.depends` per family's model service,
     serving `app` (the route table's FastAPI app) on the public port."""
@@ -335,6 +398,8 @@ def entry_service(
         "__doc__": "The public API on port 3000: the routes are the route table's.",
         "families": families,
         "policy": policy,
+        "inference": inference,
+        "host": host,
     }
     for family in families:
         namespace[dependency(family)] = bentoml.depends(model_services[family.name])

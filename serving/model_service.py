@@ -9,6 +9,10 @@ Each family's models run in worker processes of their own (`{family}_model`, wit
 - `predict_frame(features)`: a file's chunk as a feature frame, for families that declare one
   (no record per row on either side of the hop);
 - `shadow(records)`: the challenger's outputs for a sample, empty when there is none;
+- `predict_version(records, model, version)`: the outputs of the loaded scorer (champion,
+  challenger or standby) whose `model` is at `version`, empty when none is (version-pinned
+  Open Inference Protocol requests);
+- `versions()`: the version each role holds, per model (readiness and metadata);
 - `describe()`: the served versions for `GET /models`.
 
 The API methods' types come from the family (`record`, `worker_output`), so BentoML builds each
@@ -85,6 +89,17 @@ def model_service(family: Family) -> bentoml.Service[Any]:
         challenger = self.live.current.challenger
         return [] if challenger is None else challenger.score(records)
 
+    def predict_version(self: Any, records: Any, model: str, version: str) -> Any:
+        """A version-pinned batch: scored by whichever loaded scorer holds that version."""
+        scorer = bundles.scorer_for(self.live.current, model, version)
+        if scorer is None:
+            return []
+        self.calls.add(len(records))
+        return scorer.score(records)
+
+    def versions(self: Any) -> Any:
+        return bundles.loaded_versions(family, self.live.current)
+
     def describe(self: Any) -> Any:
         worker = {"model_worker_calls": self.calls.as_dict(), "reload": self.live.status()}
         served = bundles.describe(family, self.live.current, get_model_settings().challenger_alias)
@@ -97,6 +112,16 @@ def model_service(family: Family) -> bentoml.Service[Any]:
         "__module__": __name__,
         "predict": bentoml.api(_typed(predict, records=list[record], **{"return": list[output]})),
         "shadow": bentoml.api(_typed(shadow, records=list[record], **{"return": list[output]})),
+        "predict_version": bentoml.api(
+            _typed(
+                predict_version,
+                records=list[record],
+                model=str,
+                version=str,
+                **{"return": list[output]},
+            )
+        ),
+        "versions": bentoml.api(_typed(versions, **{"return": dict[str, dict[str, Any]]})),
         "describe": bentoml.api(_typed(describe, **{"return": list[dict[str, Any]]})),
     }
     if family.feature_frame is not None:

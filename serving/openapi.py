@@ -67,7 +67,7 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ERROR}}}
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return metadata.version("clientinsight")
     except metadata.PackageNotFoundError:
@@ -76,7 +76,11 @@ def _version() -> str:
 
 def document(spec: dict[str, Any], routes: RouteTable) -> dict[str, Any]:
     """The fixes in the module docstring, applied to a generated document (in place)."""
-    spec["info"] = {"title": "ClientInsight", "version": _version(), "description": _DESCRIPTION}
+    spec["info"] = {
+        "title": "ClientInsight",
+        "version": package_version(),
+        "description": _DESCRIPTION,
+    }
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for schema in schemas.values():

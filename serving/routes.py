@@ -190,15 +190,17 @@ class RouteTable:
 
     def __init__(self, app: FastAPI, service: Callable[[], Any] | None = None) -> None:
         self.app = app
-        self._service = service or _current_service
+        self.service: Callable[[], Any] = service or _current_service
         self.kinds: dict[str, Kind] = {}
+        #: Path prefixes whose bodies are held to the JSON limit (the inference protocols').
+        self.json_prefixes: tuple[str, ...] = ()
         #: OpenAPI component schemas of the routes' bodies and answers.
         self.components: dict[str, Any] = {}
 
     def body_limit(self, path: str) -> int:
         """The largest body `path` accepts: JSON routes far less than file uploads."""
         settings = get_settings()
-        if self.kinds.get(path) == "json":
+        if self.kinds.get(path) == "json" or path.startswith(self.json_prefixes):
             return settings.max_json_body_bytes
         return settings.max_body_bytes
 
@@ -225,7 +227,7 @@ class RouteTable:
                 records = await offload(spec.parse, body, model, limit)
             else:
                 records = spec.parse(body, model, limit)
-            outputs, request_id = await handler(self._service(), records)
+            outputs, request_id = await handler(self.service(), records)
             return Response(
                 answers.dump_json(outputs),
                 media_type="application/json",
@@ -280,7 +282,7 @@ class RouteTable:
             async with pool().admitted():
                 body = await request.body()
                 upload = await offload(read, body, request.headers.get("content-type"))
-                scored = await handler(self._service(), upload)
+                scored = await handler(self.service(), upload)
                 content = await offload(_answer_table, upload, scored)
             return Response(
                 content,
@@ -327,7 +329,7 @@ class RouteTable:
         """`GET path`: the handler's JSON document (an operator's view of the service)."""
 
         async def endpoint(request: Request) -> Response:
-            return JSONResponse(await handler(self._service()))
+            return JSONResponse(await handler(self.service()))
 
         self.app.add_api_route(
             path, endpoint, methods=["GET"], operation_id=operation, summary=summary

@@ -34,6 +34,8 @@ class Server:
     database_url: str
     log_path: Path
     process: subprocess.Popen[bytes]
+    #: host:port of its gRPC (Open Inference Protocol) server.
+    grpc: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -82,7 +84,8 @@ def serve(
     `admin_key`: for a service that requires keys (readiness is read from `/models`).
     """
     port = free_port()
-    full_env = server_env(env, log_path.parent)
+    grpc_port = env.get("CLIENTINSIGHT_GRPC_PORT") or str(free_port())
+    full_env = server_env({"CLIENTINSIGHT_GRPC_PORT": grpc_port, **env}, log_path.parent)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [_bentoml(), "serve", "service:ClientInsight", "--port", str(port)],
@@ -92,7 +95,13 @@ def serve(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(f"http://127.0.0.1:{port}", env.get("DATABASE_URL", ""), log_path, process)
+    server = Server(
+        f"http://127.0.0.1:{port}",
+        env.get("DATABASE_URL", ""),
+        log_path,
+        process,
+        f"127.0.0.1:{grpc_port}",
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -1,0 +1,292 @@
+"""The Open Inference Protocol over gRPC: `inference.GRPCInferenceService` on port 8001, with
+standard health checking (`grpc.health.v1`, for Kubernetes' gRPC probes) and reflection.
+
+BentoML's new-style services cannot serve gRPC, so each API worker runs a `grpc.aio` server
+of its own in its event loop, beside its HTTP server, and the workers share the port
+(SO_REUSEPORT; the kernel spreads connections over them). A single worker does not share it:
+a second server on the same port then fails loudly instead of taking half the connections.
+The work is the data plane's (`serving/oip/dataplane.py`), the keys and rate limits the front
+door's policy (`serving/access.py`): the same path as REST and the JSON API. Responses always
+fill `raw_output_contents`, the one place `tritonclient.grpc` reads outputs from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from serving.access import AccessPolicy
+from serving.errors import ApiError
+from serving.oip import open_inference_grpc_pb2 as pb
+from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
+from serving.oip.dataplane import DataPlane, InferRequest, InferResponse, RequestedOutput, Serving
+from serving.oip.tensors import (
+    Tensor,
+    check_datatype,
+    element_count,
+    from_binary,
+    invalid,
+    text,
+    to_binary,
+)
+
+log = logging.getLogger("clientinsight")
+PROTOCOL = "oip-grpc"
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+#: Seconds between two looks at readiness for the health service.
+HEALTH_INTERVAL_S = 2.0
+Reply = TypeVar("Reply")
+
+#: Our statuses as gRPC's codes.
+CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+#: Where typed contents hold each datatype (FP16 and BF16 only travel raw).
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def _parameters(parameters: Any) -> dict[str, Any]:
+    out = {}
+    for key, value in parameters.items():
+        choice = value.WhichOneof("parameter_choice")
+        out[key] = None if choice is None else getattr(value, choice)
+    return out
+
+
+def decode(request: pb.ModelInferRequest) -> InferRequest:
+    """The request's tensors, from raw contents (one per input, in order) or typed ones."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise invalid(
+            f"raw_input_contents holds {len(raw)} tensors for {len(request.inputs)} inputs",
+            "raw_input_contents",
+        )
+    inputs = []
+    for position, tensor in enumerate(request.inputs):
+        name = tensor.name
+        datatype = check_datatype(name, tensor.datatype)
+        shape = list(tensor.shape)
+        count = element_count(name, shape)
+        if raw:
+            data = from_binary(name, datatype, count, raw[position])
+        else:
+            where = CONTENTS.get(datatype)
+            if where is None:
+                raise invalid(f"input '{name}': {datatype} travels only in raw contents", name)
+            data = list(getattr(tensor.contents, where))
+            if datatype == "BYTES":
+                data = [text(name, value, i) for i, value in enumerate(data)]
+            if len(data) != count:
+                raise invalid(
+                    f"input '{name}': {len(data)} elements, but shape {shape} holds {count}", name
+                )
+        inputs.append(Tensor(name, datatype, shape, data, _parameters(tensor.parameters)))
+    outputs = [RequestedOutput(o.name, _parameters(o.parameters)) for o in request.outputs]
+    return InferRequest(inputs, request.id, _parameters(request.parameters), outputs)
+
+
+def encode(response: InferResponse) -> pb.ModelInferResponse:
+    reply = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id,
+        outputs=[
+            pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype, shape=t.shape)
+            for t in response.outputs
+        ],
+        raw_output_contents=[to_binary(t.datatype, t.data) for t in response.outputs],
+    )
+    for key, value in response.parameters.items():
+        reply.parameters[key].string_param = str(value)
+    return reply
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The six methods, each answering through `_answer` (keys, limits, errors in one place)."""
+
+    def __init__(self, plane: DataPlane, serving: Serving, policy: AccessPolicy) -> None:
+        self.plane = plane
+        self.serving = serving
+        self.policy = policy
+
+    async def _answer(
+        self,
+        context: aio.ServicerContext,
+        work: Callable[[], Awaitable[Reply]],
+        needs_key: bool = True,
+    ) -> Reply:
+        """`work`'s reply; a refusal as its gRPC status, with the message that names it."""
+        try:
+            if needs_key and not self.policy.open:
+                metadata = [
+                    (k.encode(), v.encode() if isinstance(v, str) else v)
+                    for k, v in context.invocation_metadata() or ()
+                ]
+                self.policy.authorize(self.policy.presented_in(metadata), "key")
+            return await work()
+        except ApiError as error:
+            error.log_line("gRPC", SERVICE)
+            code = CODES.get(error.status, grpc.StatusCode.INTERNAL)
+            await context.abort(code, error.message)
+        raise AssertionError("abort returns only by raising")  # pragma: no cover
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        async def ready() -> pb.ServerReadyResponse:
+            return pb.ServerReadyResponse(ready=not await self.plane.ready(self.serving))
+
+        return await self._answer(context, ready, needs_key=False)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        async def ready() -> pb.ModelReadyResponse:
+            try:
+                await self.plane.model_ready(self.serving, request.name, request.version or None)
+            except ApiError as error:
+                if error.status != 503:
+                    raise
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=True)
+
+        return await self._answer(context, ready)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        async def metadata() -> pb.ServerMetadataResponse:
+            return pb.ServerMetadataResponse(**self.plane.server_metadata())
+
+        return await self._answer(context, metadata)
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        async def metadata() -> pb.ModelMetadataResponse:
+            found = await self.plane.metadata(self.serving, request.name, request.version or None)
+            tensor = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=found["name"],
+                versions=found["versions"],
+                platform=found["platform"],
+                inputs=[tensor(**spec) for spec in found["inputs"]],
+                outputs=[tensor(**spec) for spec in found["outputs"]],
+            )
+
+        return await self._answer(context, metadata)
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        async def infer() -> pb.ModelInferResponse:
+            response = await self.plane.infer(
+                self.serving,
+                request.model_name,
+                request.model_version or None,
+                decode(request),
+                PROTOCOL,
+            )
+            context.set_trailing_metadata((("x-request-id", response.request_id),))
+            return encode(response)
+
+        return await self._answer(context, infer)
+
+
+class GrpcServer:
+    """One API worker's gRPC server: the inference service, health and reflection."""
+
+    def __init__(
+        self,
+        plane: DataPlane,
+        serving: Serving,
+        policy: AccessPolicy,
+        *,
+        host: str,
+        port: int,
+        shared: bool,
+        max_message_bytes: int,
+    ) -> None:
+        self.plane, self.serving = plane, serving
+        self.address = f"{host}:{port}"
+        self.server = aio.server(
+            options=[
+                ("grpc.so_reuseport", 1 if shared else 0),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(plane, serving, policy), self.server
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:
+            self.server.add_insecure_port(self.address)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"gRPC: cannot listen on {self.address} (another server there?); set "
+                "CLIENTINSIGHT_GRPC_PORT to a free port, or 0 for no gRPC"
+            ) from exc
+        await self.server.start()
+        self._watch = asyncio.create_task(self._follow_readiness())
+        log.info("gRPC (Open Inference Protocol) listening on %s", self.address)
+
+    async def _follow_readiness(self) -> None:
+        """The health service says SERVING once every family's model service answers."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        while True:
+            try:
+                ready = not await self.plane.ready(self.serving)
+            except Exception:  # a probe must never die of a failed look
+                ready = False
+            for name in ("", SERVICE):
+                await self.health.set(name, serving if ready else not_serving)
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    async def stop(self, grace_s: float) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)

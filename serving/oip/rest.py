@@ -1,0 +1,207 @@
+"""The Open Inference Protocol over REST, with the binary tensor data extension.
+
+Routes (on the entry service's app, behind the same front door as the JSON API):
+`GET /v2/health/live`, `/v2/health/ready`, `/v2`, `/v2/models/{name}[/versions/{v}]`,
+`.../ready`, and `POST .../infer`. This module does only HTTP: the work is the data plane's
+(`serving/oip/dataplane.py`).
+
+A body is JSON, or, when `Inference-Header-Content-Length` is sent, that many bytes of JSON
+followed by the inputs' binary data in order (each input says its `binary_data_size`);
+`Content-Type` is not relied on (tritonclient sends none). Outputs come back binary when the
+request asks (`binary_data` per output, or `binary_data_output`), with the same header.
+Errors are `{"error": "..."}`: 400 for bad input, 404 for an unknown model or version, 503
+when not ready.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from serving.errors import ApiError
+from serving.oip.dataplane import DataPlane, InferRequest, InferResponse, RequestedOutput
+from serving.oip.tensors import (
+    Tensor,
+    check_datatype,
+    element_count,
+    flatten,
+    from_binary,
+    invalid,
+    to_binary,
+)
+from serving.routes import loads
+
+HEADER_LENGTH = "inference-header-content-length"
+PROTOCOL = "oip-rest"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _dict(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(f"{where} must be a JSON object", where)
+    return value
+
+
+def parse(body: bytes, header_length: str | None) -> InferRequest:
+    """An inference request from its body: JSON, or a JSON header and binary tensors."""
+    binary = b""
+    if header_length is not None:
+        header_size = int(header_length) if header_length.strip().isdigit() else -1
+        if not 0 <= header_size <= len(body):
+            raise invalid(
+                f"Inference-Header-Content-Length {header_length!r} is not a byte count "
+                f"within the {len(body)}-byte body",
+                "Inference-Header-Content-Length",
+            )
+        body, binary = body[:header_size], body[header_size:]
+    document = _dict(loads(body), "request body")
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list):
+        raise invalid("inputs: a list of tensors is required", "inputs")
+    offset = 0
+    inputs = []
+    for position, raw in enumerate(raw_inputs):
+        spec = _dict(raw, f"inputs[{position}]")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise invalid(f"inputs[{position}]: 'name' must be a non-empty string", "inputs")
+        datatype = check_datatype(name, spec.get("datatype"))
+        shape = spec.get("shape")
+        if not isinstance(shape, list):
+            raise invalid(f"input '{name}': 'shape' must be a list of dimensions", name)
+        count = element_count(name, shape)
+        parameters = _dict(spec.get("parameters"), f"input '{name}' parameters")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise invalid(f"input '{name}': binary_data_size must be a byte count", name)
+            if offset + size > len(binary):
+                raise invalid(
+                    f"input '{name}': binary_data_size {size} runs past the binary data "
+                    f"({len(binary) - offset} bytes left)",
+                    name,
+                )
+            data = from_binary(name, datatype, count, binary[offset : offset + size])
+            offset += size
+        elif "data" in spec:
+            data = flatten(name, spec["data"])
+            if len(data) != count:
+                raise invalid(
+                    f"input '{name}': {len(data)} elements, but shape {shape} holds {count}", name
+                )
+        else:
+            raise invalid(f"input '{name}': no 'data' and no binary_data_size", name)
+        inputs.append(Tensor(name, datatype, shape, data, parameters))
+    if offset != len(binary):
+        raise invalid(
+            f"{len(binary) - offset} bytes of binary data belong to no input "
+            "(binary_data_size of each input)",
+            "inputs",
+        )
+    outputs = []
+    for position, raw in enumerate(document.get("outputs") or []):
+        spec = _dict(raw, f"outputs[{position}]")
+        if not isinstance(spec.get("name"), str):
+            raise invalid(f"outputs[{position}]: 'name' must be a string", "outputs")
+        outputs.append(
+            RequestedOutput(spec["name"], _dict(spec.get("parameters"), "output parameters"))
+        )
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise invalid("id must be a string", "id")
+    return InferRequest(
+        inputs, request_id, _dict(document.get("parameters"), "parameters"), outputs
+    )
+
+
+def answer(response: InferResponse, request: InferRequest) -> Response:
+    """The response document; outputs asked for as binary follow the JSON header."""
+    binary_by_default = request.parameters.get("binary_data_output") is True
+    wanted = {o.name: o.parameters.get("binary_data") for o in request.outputs}
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for tensor in response.outputs:
+        binary = wanted.get(tensor.name)
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": tensor.shape,
+        }
+        if binary if binary is not None else binary_by_default:
+            raw = to_binary(tensor.datatype, tensor.data)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = tensor.data
+        outputs.append(entry)
+    document: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "id": response.id,
+        "outputs": outputs,
+    }
+    if response.parameters:
+        document["parameters"] = response.parameters
+    header = json.dumps(document, separators=(",", ":")).encode()
+    headers = {"X-Request-ID": response.request_id}
+    if not chunks:
+        return Response(header, media_type="application/json", headers=headers)
+    headers["Inference-Header-Content-Length"] = str(len(header))
+    return Response(
+        b"".join([header, *chunks]), media_type="application/octet-stream", headers=headers
+    )
+
+
+def install(app: FastAPI, plane: DataPlane, service: Callable[[], Any]) -> None:
+    """The protocol's routes on `app`; `service()` is the entry service instance."""
+
+    def get(path: str, endpoint: Endpoint) -> None:
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        not_ready = await plane.ready(service())
+        if not_ready:
+            reasons = "; ".join(f"{name}: {why}" for name, why in not_ready.items())
+            raise ApiError(503, f"not ready: {reasons}", code="not_ready")
+        return JSONResponse({"ready": True})
+
+    async def server(request: Request) -> Response:
+        return JSONResponse(plane.server_metadata())
+
+    async def metadata(request: Request) -> Response:
+        name, version = _target(request)
+        return JSONResponse(await plane.metadata(service(), name, version))
+
+    async def model_ready(request: Request) -> Response:
+        name, version = _target(request)
+        await plane.model_ready(service(), name, version)
+        return JSONResponse({"name": name, "ready": True})
+
+    async def infer(request: Request) -> Response:
+        name, version = _target(request)
+        parsed = parse(await request.body(), request.headers.get(HEADER_LENGTH))
+        response = await plane.infer(service(), name, version, parsed, PROTOCOL)
+        return answer(response, parsed)
+
+    get("/v2/health/live", live)
+    get("/v2/health/ready", ready)
+    get("/v2", server)
+    for model in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        get(model, metadata)
+        get(f"{model}/ready", model_ready)
+        app.add_api_route(f"{model}/infer", infer, methods=["POST"], include_in_schema=False)
+
+
+def _target(request: Request) -> tuple[str, str | None]:
+    params = request.path_params
+    return str(params["name"]), params.get("version")

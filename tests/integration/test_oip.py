@@ -1,0 +1,294 @@
+"""The Open Inference Protocol with clients nobody here wrote: `tritonclient.http` (binary
+data on and off) and `tritonclient.grpc`, unchanged, against a real server, for every model
+the catalog serves. Each output must equal the JSON API's answer for the same rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from models import catalog
+from tests.support import oip
+from tests.support.server import Server
+
+pytestmark = [pytest.mark.integration]
+
+#: Every model the protocol serves: each family's decision, and each model of a family that
+#: decides with several.
+MODELS = [
+    name
+    for family in catalog.FAMILIES
+    for name in dict.fromkeys([family.recording.decision, *family.views])
+]
+
+
+def _host(server: Server) -> str:
+    return server.url.removeprefix("http://")
+
+
+def _json_answers(server: Server, model: str) -> tuple[list[dict[str, Any]], list[dict]]:
+    family = oip.family_of(model)
+    rows = oip.ROWS[family.name]
+    answer = httpx.post(
+        f"{server.url}{family.route}", json={family.records_field: rows}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    answers = answer.json()
+    if model != family.recording.decision:
+        answers = oip.view_answers(family, model, rows, answers)
+    return rows, answers
+
+
+def _compare(got: dict[str, list[Any]], answers: list[dict[str, Any]]) -> None:
+    names = list(answers[0])
+    want = oip.expected(answers, names)
+    for name in names:
+        assert got[name] == want[name], name
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("model", MODELS)
+def test_tritonclient_http_gets_the_json_apis_answers(
+    sqlite_server: Server, model: str, binary: bool
+) -> None:
+    client = triton_http.InferenceServerClient(_host(sqlite_server))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(model)
+    metadata = client.get_model_metadata(model)
+    rows, answers = _json_answers(sqlite_server, model)
+    columns = oip.typed_columns(oip.family_of(model), rows)
+    outputs = [
+        triton_http.InferRequestedOutput(o["name"], binary_data=binary) for o in metadata["outputs"]
+    ]
+    result = client.infer(
+        model, oip.http_inputs(metadata, columns, binary), outputs=outputs, request_id="r-1"
+    )
+    response = result.get_response()
+    assert response["model_name"] == model and response["id"] == "r-1"
+    assert response["model_version"] == "1"
+    _compare(oip.read(result, [o["name"] for o in metadata["outputs"]]), answers)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tritonclient_grpc_gets_the_json_apis_answers(sqlite_server: Server, model: str) -> None:
+    client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(model)
+    metadata = client.get_model_metadata(model)
+    assert list(metadata.versions) == ["1"]
+    rows, answers = _json_answers(sqlite_server, model)
+    columns = oip.typed_columns(oip.family_of(model), rows)
+    result = client.infer(model, oip.grpc_inputs(metadata, columns))
+    assert result.get_response().model_version == "1"
+    _compare(oip.read(result, [o.name for o in metadata.outputs]), answers)
+
+
+def test_metadata_lists_the_contracts_tensors(sqlite_server: Server) -> None:
+    server = httpx.get(f"{sqlite_server.url}/v2").json()
+    assert server["name"] == "clientinsight" and "binary_tensor_data" in server["extensions"]
+    churn = httpx.get(f"{sqlite_server.url}/v2/models/churn").json()
+    inputs = {t["name"]: t["datatype"] for t in churn["inputs"]}
+    assert inputs["tenure"] == "INT64" and inputs["monthly_charges"] == "FP64"
+    assert inputs["contract"] == "BYTES" and inputs["senior_citizen"] == "BOOL"
+    assert all(t["shape"] == [-1] for t in churn["inputs"])
+    outputs = {t["name"]: t["datatype"] for t in churn["outputs"]}
+    assert outputs["churn_probability"] == "FP64" and outputs["churn"] == "BOOL"
+    segment = httpx.get(f"{sqlite_server.url}/v2/models/credit-segment/versions/1").json()
+    assert segment["versions"] == ["1"]
+    assert {t["name"] for t in segment["outputs"]} >= {"applicant_id", "segment", "segment_name"}
+
+
+def _oip_error(response: httpx.Response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    assert isinstance(message, str)
+    for word in words:
+        assert word in message
+
+
+def _infer(server: Server, model: str, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30, **kwargs)
+
+
+def _body(**changes: Any) -> dict[str, Any]:
+    """A JSON (no binary) churn request of the shared rows, with `changes` per input."""
+    columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])
+    metadata = {t.name: t.datatype for t in _specs("churn")}
+    inputs = []
+    for name, values in columns.items():
+        values = changes.pop(name, values)
+        if values is None:
+            continue
+        inputs.append(
+            {"name": name, "datatype": metadata[name], "shape": [len(values)], "data": values}
+        )
+    return {"inputs": inputs, **changes}
+
+
+def _specs(model: str) -> Any:
+    from serving.oip.dataplane import inference_models
+
+    return inference_models(catalog.FAMILIES)[model].inputs
+
+
+def test_bad_tensors_get_the_protocols_errors(sqlite_server: Server) -> None:
+    _oip_error(_infer(sqlite_server, "nope", _body()), 404, "unknown model 'nope'", "churn")
+    _oip_error(
+        httpx.post(f"{sqlite_server.url}/v2/models/churn/versions/99/infer", json=_body()),
+        404,
+        "version '99' is not loaded",
+        "loaded versions: 1",
+    )
+    _oip_error(_infer(sqlite_server, "churn", _body(tenure=None)), 400, "input 'tenure' is missing")
+    _oip_error(
+        _infer(sqlite_server, "churn", _body(tenure=[1, -5, 3])),
+        400,
+        "input 'tenure' element 1",
+        "greater than or equal to 0",
+    )
+    _oip_error(
+        _infer(sqlite_server, "churn", _body(tenure=[1, 2])), 400, "input 'tenure'", "2 rows"
+    )
+    _oip_error(
+        _infer(sqlite_server, "churn", _body(parameters={"content_type": "np"})),
+        400,
+        "content_type 'np'",
+    )
+    extra = _body()
+    extra["inputs"].append(
+        {"name": "shoe_size", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]}
+    )
+    _oip_error(_infer(sqlite_server, "churn", extra), 400, "input 'shoe_size' is not an input")
+    _oip_error(
+        _infer(sqlite_server, "churn", _body(outputs=[{"name": "mood"}])), 400, "output 'mood'"
+    )
+    # A binary tensor whose size does not fit its shape.
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "tenure",
+                    "datatype": "INT64",
+                    "shape": [3],
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        }
+    ).encode()
+    short = httpx.post(
+        f"{sqlite_server.url}/v2/models/churn/infer",
+        content=header + np.array([1], dtype="<i8").tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    _oip_error(short, 400, "input 'tenure'", "8 bytes of INT64 data", "3 elements")
+    _oip_error(
+        httpx.post(f"{sqlite_server.url}/v2/models/churn/infer", content=b"{"),
+        400,
+        "not valid JSON",
+    )
+    _oip_error(
+        httpx.get(f"{sqlite_server.url}/v2/models/churn/versions/99/ready"), 404, "version '99'"
+    )
+
+
+def test_mlservers_pandas_codec_is_read_as_columns(sqlite_server: Server) -> None:
+    body = _body(parameters={"content_type": "pd"})
+    for tensor in body["inputs"]:
+        tensor["shape"] = [len(tensor["data"]), 1]
+        if tensor["datatype"] == "BYTES":
+            tensor["parameters"] = {"content_type": "str"}
+    answer = _infer(sqlite_server, "churn", body)
+    assert answer.status_code == 200, answer.text
+    document = answer.json()
+    assert document["parameters"] == {"content_type": "pd"}
+    assert [o["shape"] for o in document["outputs"]] == [[3]] * len(document["outputs"])
+
+
+def test_grpc_refusals_carry_the_status_and_the_problem(sqlite_server: Server) -> None:
+    client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
+    with pytest.raises(InferenceServerException) as unknown:
+        client.get_model_metadata("nope")
+    assert unknown.value.status() == "StatusCode.NOT_FOUND"
+    assert "unknown model 'nope'" in unknown.value.message()
+    metadata = client.get_model_metadata("churn")
+    columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])
+    columns["tenure"] = [1, -5, 3]
+    with pytest.raises(InferenceServerException) as bad:
+        client.infer("churn", oip.grpc_inputs(metadata, columns))
+    assert bad.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "input 'tenure' element 1" in bad.value.message()
+    with pytest.raises(InferenceServerException) as pinned:
+        client.infer(
+            "churn",
+            oip.grpc_inputs(metadata, oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])),
+            model_version="99",
+        )
+    assert pinned.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException) as not_loaded:
+        client.is_model_ready("churn", "99")
+    assert not_loaded.value.status() == "StatusCode.NOT_FOUND"
+    pinned_ok = client.infer(
+        "churn",
+        oip.grpc_inputs(metadata, oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])),
+        model_version="1",
+    )
+    assert pinned_ok.get_response().model_version == "1"
+
+
+def test_a_nan_in_a_nullable_number_is_null_as_in_files(sqlite_server: Server) -> None:
+    """A tensor cannot hold null: NaN stands for it where the contract allows null (as a
+    blank does in a CSV), and is refused where it does not."""
+    row = {**oip.ROWS["churn"][0], "total_charges": None}
+    [want] = httpx.post(f"{sqlite_server.url}/churn/predict", json={"customers": [row]}).json()
+    client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
+    metadata = client.get_model_metadata("churn")
+    columns = oip.typed_columns(oip.family_of("churn"), [oip.ROWS["churn"][0]])
+    columns["total_charges"] = [float("nan")]
+    result = client.infer("churn", oip.grpc_inputs(metadata, columns))
+    assert result.as_numpy("churn_probability")[0] == want["churn_probability"]
+    columns["monthly_charges"] = [float("nan")]
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("churn", oip.grpc_inputs(metadata, columns))
+    assert "input 'monthly_charges' element 0" in refused.value.message()
+
+
+def test_grpc_health_and_reflection_are_standard(sqlite_server: Server) -> None:
+    with grpc.insecure_channel(sqlite_server.grpc) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [answer] = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+        names = {s.name for s in answer.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+
+
+def test_stored_rows_say_which_protocol_they_came_by(sqlite_server: Server) -> None:
+    client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
+    metadata = client.get_model_metadata("card-balance")
+    columns = oip.typed_columns(oip.family_of("card-balance"), oip.ROWS["balance"])
+    client.infer("card-balance", oip.grpc_inputs(metadata, columns))
+    path = sqlite_server.database_url.removeprefix("sqlite:///")
+    deadline = time.monotonic() + 10
+    found: dict[str, int] = {}
+    while not {"http", "oip-rest", "oip-grpc"} <= set(found) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the writer flushes in the background
+        with sqlite3.connect(path) as db:
+            query = "SELECT protocol, count(*) FROM predictions GROUP BY protocol"
+            found = dict(db.execute(query).fetchall())
+    assert {"http", "oip-rest", "oip-grpc"} <= set(found), found
