@@ -17,7 +17,7 @@ export OMP_NUM_THREADS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export BENTOML_DO_NOT_TRACK ?= True
 
-.PHONY: help install up serve train migrate test lint unit integration bench bench-compare bento clean
+.PHONY: help install up serve train migrate test lint unit integration bench bench-compare bench-protocols bento clean
 
 help:
 	@echo "make up        install, train+register the demo models if no champion exists, serve on :$(PORT)"
@@ -27,6 +27,7 @@ help:
 	@echo "make migrate   apply database migrations to DATABASE_URL (default: SQLite under .data/)"
 	@echo "make bench     ClientInsight vs naive FastAPI vs stock BentoML, side by side (wrk, PostgreSQL)"
 	@echo "make bench-compare AGAINST=REF   this checkout vs an earlier commit, alternating rounds"
+	@echo "make bench-protocols   JSON API vs Open Inference Protocol REST and gRPC, side by side"
 	@echo "make bento     build a Bento (bentofile.yaml); containerizing needs a Docker engine"
 	@echo "make clean     remove the local MLflow store, predictions database and venv"
 
@@ -91,6 +92,13 @@ bench-compare: install
 	@command -v wrk >/dev/null || { echo "make bench-compare needs wrk (Debian package 'wrk')"; exit 1; }
 	$(BIN)/python -m training ensure
 	$(BIN)/python -m bench.compare --against "$(AGAINST)" $(BENCH_ARGS)
+
+# Single-record churn over the JSON API, OIP REST (binary) and OIP gRPC, side by side.
+bench-protocols: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench-protocols needs wrk (Debian package 'wrk')"; exit 1; }
+	$(BIN)/python -m training ensure
+	$(BIN)/python -m bench.protocols $(BENCH_ARGS)
 
 bento: install
 	$(BIN)/bentoml build --version "$$(git rev-parse --short HEAD)"

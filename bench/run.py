@@ -84,8 +84,14 @@ def server(
     process = subprocess.Popen(
         command,
         cwd=cwd,
-        # A BentoML home per server: `bentoml serve` wipes its Prometheus files at start.
-        env={**os.environ, "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-", dir=log_dir), **env},
+        # A BentoML home per server: `bentoml serve` wipes its Prometheus files at start. A gRPC
+        # port of its own: a second server on 8001 would refuse to start.
+        env={
+            **os.environ,
+            "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-", dir=log_dir),
+            "CLIENTINSIGHT_GRPC_PORT": str(free_port()),
+            **env,
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

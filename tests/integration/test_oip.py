@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import httpx
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
@@ -20,8 +22,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from models import catalog
+from models.settings import ModelSettings
 from tests.support import oip
-from tests.support.server import Server
+from tests.support.models import mlflow_env
+from tests.support.server import ROOT, Server, serve
 
 pytestmark = [pytest.mark.integration]
 
@@ -292,3 +296,57 @@ def test_stored_rows_say_which_protocol_they_came_by(sqlite_server: Server) -> N
             query = "SELECT protocol, count(*) FROM predictions GROUP BY protocol"
             found = dict(db.execute(query).fetchall())
     assert {"http", "oip-rest", "oip-grpc"} <= set(found), found
+
+
+def test_the_documented_tritonclient_example_works_as_written(
+    sqlite_server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/api.md's tritonclient example, run as written (only the ports differ here)."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    example = text.split("<!-- example: oip -->\n```python\n", 1)[1].split("```", 1)[0]
+    example = example.replace("localhost:3000", _host(sqlite_server))
+    example = example.replace("localhost:8001", sqlite_server.grpc)
+    exec(compile(example, "docs/api.md", "exec"), {})
+    http_line, grpc_line = capsys.readouterr().out.strip().splitlines()
+    [want] = httpx.post(
+        f"{sqlite_server.url}/churn/predict", json={"customers": [oip.ROWS["churn"][0]]}
+    ).json()
+    assert http_line.split("]")[0] == grpc_line.split("]")[0]
+    assert f"{want['churn_probability']:.8f}"[:6] in http_line
+    assert grpc_line.endswith(" 1")
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    mlflow_store: ModelSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("serve-two-workers")
+    env = {
+        **mlflow_env(mlflow_store),
+        "DATABASE_URL": f"sqlite:///{root / 'predictions.db'}",
+        "CLIENTINSIGHT_API_WORKERS": "2",
+    }
+    with serve(env, root / "server.log") as server:
+        yield server
+
+
+def test_several_api_workers_share_the_grpc_port(two_workers: Server) -> None:
+    port = int(two_workers.grpc.rsplit(":", 1)[1])
+    workers = [
+        child
+        for child in psutil.Process(two_workers.process.pid).children(recursive=True)
+        if "--service-name clientinsight" in " ".join(child.cmdline())
+    ]
+    listening = [
+        w.pid
+        for w in workers
+        if any(c.laddr.port == port and c.status == "LISTEN" for c in w.net_connections())
+    ]
+    assert len(workers) == 2 and len(listening) == 2, (workers, listening)
+    client = triton_grpc.InferenceServerClient(two_workers.grpc)
+    metadata = client.get_model_metadata("churn")
+    columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])
+    for _ in range(4):
+        assert (
+            client.infer("churn", oip.grpc_inputs(metadata, columns)).as_numpy("churn") is not None
+        )
