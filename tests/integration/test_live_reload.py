@@ -23,10 +23,13 @@ import mlflow.sklearn
 import pytest
 from sqlalchemy import select
 
+from models import catalog
 from models.registry import configure_mlflow
 from models.settings import ModelSettings
 from persistence.db import make_engine
 from persistence.tables import predictions
+from serving.oip.tensors import specs
+from tests.support import oip
 from tests.support.models import (
     mlflow_env,
     train_tiny_balance,
@@ -167,26 +170,60 @@ def _models(server: Server) -> dict[tuple[str, str], dict[str, Any]]:
     return {(m["name"], m["alias"]): m for m in listed}
 
 
+def _pinned(lifecycle: Lifecycle, version: str) -> tuple[int, Any]:
+    """The Open Inference Protocol pinned to `version`: (status, churn probability)."""
+    [family] = [f for f in catalog.FAMILIES if f.name == "churn"]
+    columns = oip.typed_columns(family, lifecycle.customers[:1])
+    datatypes = {t.name: t.datatype for t in specs(family.record)}
+    body = {
+        "inputs": [
+            {"name": n, "datatype": datatypes[n], "shape": [1], "data": v}
+            for n, v in columns.items()
+        ]
+    }
+    answer = httpx.post(
+        f"{lifecycle.server.url}/v2/models/churn/versions/{version}/infer", json=body, timeout=30
+    )
+    if answer.status_code != 200:
+        return answer.status_code, None
+    outputs = {o["name"]: o["data"][0] for o in answer.json()["outputs"]}
+    assert outputs["model_version"] == version
+    return 200, outputs["churn_probability"]
+
+
 def test_shadow_promote_and_roll_back_under_load_without_a_failed_request(
     lifecycle: Lifecycle,
 ) -> None:
     server, settings = lifecycle.server, lifecycle.settings
     phases: dict[str, float] = {}
+    pinned: dict[str, tuple[int, Any]] = {}
     with Load(server.url, lifecycle.customers) as load:
         time.sleep(PHASE_S)
+        pinned["2 before it is loaded"] = _pinned(lifecycle, "2")
         phases["challenger"] = time.monotonic()
         promotion.promote("churn", "2", alias="challenger", settings=settings)
         time.sleep(PHASE_S)
+        pinned["2 as challenger"] = _pinned(lifecycle, "2")
         phases["promoted"] = time.monotonic()
         promoted_at = datetime.now(UTC)
         done = promotion.promote("churn", "2", force=True, settings=settings)
         assert done.previous == "1" and done.cleared_challenger
         time.sleep(PHASE_S)
+        pinned["1 as standby"] = _pinned(lifecycle, "1")
         listed = _models(server)
         phases["rolled back"] = time.monotonic()
         promotion.promote("churn", "1", force=True, settings=settings)
         time.sleep(PHASE_S)
     answers = load.answers
+
+    # A version-pinned Open Inference Protocol request is served by whichever role holds that
+    # version (challenger, standby), and is a 404 while no role does.
+    first = lifecycle.customers[0]["customer_id"]
+    assert pinned["2 before it is loaded"] == (404, None)
+    for case, version in (("2 as challenger", "2"), ("1 as standby", "1")):
+        status, probability = pinned[case]
+        assert status == 200, case
+        assert probability == pytest.approx(lifecycle.expected[version][0], abs=1e-9), (case, first)
 
     # Nothing failed, and there was real traffic throughout.
     assert load.failures == []
