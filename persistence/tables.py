@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, MetaData, String, Table, Uuid, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
@@ -60,6 +72,9 @@ class Prediction(Base):
         Index("ix_predictions_model_created", "model_name", "created_at"),
         Index("ix_predictions_entity_created", "entity_id", "created_at"),
         Index("ix_predictions_created", "created_at"),
+        # History pages: keyset order (created_at, id), overall and per decision (0006).
+        Index("ix_predictions_created_id", "created_at", "id"),
+        Index("ix_predictions_model_created_id", "model_name", "created_at", "id"),
         # The shadow report reads only challenger rows: a partial index keeps it small.
         Index(
             "ix_predictions_challenger",
@@ -72,3 +87,35 @@ class Prediction(Base):
 
 
 predictions: Table = Prediction.__table__  # type: ignore[assignment]
+
+
+#: Hourly partial sums of champion rows per (model name, version, grouping value), so that an
+#: aggregate over days reads a few hundred rollup rows instead of every prediction
+#: (PostgreSQL; `persistence/history.py` keeps them fresh at query time, migration 0007).
+#: `grouping` names what was grouped: `document.key|band edges|rate key`, or `volume`.
+prediction_rollups = Table(
+    "prediction_rollups",
+    Base.metadata,
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("model_name", String(64), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("grouping", String(200), nullable=False),
+    Column("value", String(128), nullable=True),
+    Column("rows", BigInteger, nullable=False),
+    Column("score_sum", Float, nullable=True),
+    Column("score_rows", BigInteger, nullable=False),
+    Column("yes_rows", BigInteger, nullable=False),
+    Column("latency_sum", Float, nullable=False),
+    Column("latency_max", Float, nullable=False),
+    Index("ix_prediction_rollups_grouping_hour", "model_name", "grouping", "hour"),
+)
+
+#: Up to when each (scope, grouping) is rolled up: hours before `rolled_until` are in
+#: `prediction_rollups`; later ones are read from `predictions`. Scope: a model name, or `*`.
+rollup_marks = Table(
+    "rollup_marks",
+    Base.metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("grouping", String(200), primary_key=True),
+    Column("rolled_until", DateTime(timezone=True), nullable=False),
+)

@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import gates
-from models.family import Family, Recording, Training
+from models.family import Family, Grouping, Rate, Recording, Training
 from models.fields import EntityId
 from models.registry import ServedModel
 
@@ -101,6 +101,8 @@ def toy_family(name: str = "toy") -> Family:
         feature_frame=_frame,
         gates={TOY_MODEL: gates.roc_auc("above")},
         training=Training(module="tests.support.families", default_data="generated", help="toy"),
+        groupings={"x_band": Grouping("inputs", "x", bands=(0.0,))},
+        rate=Rate("above rate", "above"),
     )
 
 

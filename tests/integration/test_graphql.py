@@ -1,0 +1,227 @@
+"""`/graphql` on a real PostgreSQL: the history queries and their indexes, and a real
+`bentoml serve` whose predictions are read back with a history key (403 with a plain one)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import insert, text
+
+from models.settings import ModelSettings
+from persistence import history, migrate
+from persistence.db import make_engine
+from persistence.tables import predictions
+from serving.access import hash_key
+from serving.keys import new_key
+from tests.support.history import T0, churn_row, seed
+from tests.support.models import mlflow_env
+from tests.support.postgres import Cluster
+from tests.support.predictions import wait_for_rows
+from tests.support.records import SNAKE
+from tests.support.server import Server, serve
+
+pytestmark = [pytest.mark.postgres]
+
+USER, HISTORY, ADMIN = new_key(), new_key(), new_key()
+WEEK = (T0 - timedelta(days=7), T0 + timedelta(hours=1))
+
+
+def test_history_queries_on_postgres(postgres_url: str) -> None:
+    migrate.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    seed(engine)
+    with engine.connect() as connection:
+        filters = history.Filters(model_names=("churn",))
+        first = history.page(connection, filters=filters, first=5)
+        after = history.Cursor(first[4].created_at, first[4].id)
+        second = history.page(connection, filters=filters, first=5, after=after)
+        assert [row.id.int for row in [*first[:5], *second[:5]]] == list(range(1, 11))
+        segment = history.page(
+            connection,
+            filters=history.Filters(documents=(("outputs", "segment", "1"),)),
+            first=10,
+        )
+        assert sorted(row.entity_id for row in segment) == ["a1", "a3", "a5"]
+        bands = history.groups(
+            connection,
+            model_name="churn",
+            document="inputs",
+            key="tenure",
+            bands=(12, 24, 48),
+            band_names=("<12", "12-24", "24-48", ">=48"),
+            rate_key="churn",
+            since=WEEK[0],
+            until=WEEK[1],
+        )
+        assert [(g.value, g.count) for g in bands] == [
+            ("<12", 3),
+            ("12-24", 2),
+            ("24-48", 5),
+            (">=48", 2),
+        ]
+        assert bands[2].rate == pytest.approx(0.4)
+        students = history.groups(
+            connection,
+            model_name="churn",
+            document="inputs",
+            key="contract",
+            rate_key="churn",
+            since=WEEK[0],
+            until=WEEK[1],
+        )
+        assert [g.count for g in students] == [4, 4, 4]
+        hours = history.hourly(connection, since=WEEK[0], until=WEEK[1])
+        assert sum(h.count for h in hours) == 18
+        assert all(h.hour.tzinfo is not None and h.hour.minute == 0 for h in hours)
+        assert history.shadows(connection, ids=[uuid.UUID(int=1)])[uuid.UUID(int=1)][0].role == (
+            "challenger"
+        )
+        # A deep page is an index range read, not a scan and sort of the table.
+        connection.execute(text("SET enable_seqscan = off"))
+        plan = "\n".join(
+            row[0]
+            for row in connection.execute(
+                text(
+                    "EXPLAIN SELECT id FROM predictions WHERE model_name = 'churn' AND role = "
+                    "'champion' AND (created_at, id) < (now(), gen_random_uuid()) "
+                    "ORDER BY created_at DESC, id DESC LIMIT 21"
+                )
+            )
+        )
+        assert "ix_predictions_model_created_id" in plan and "Sort" not in plan
+    engine.dispose()
+
+
+def test_rollups_answer_as_the_table_does_and_stay_fresh(postgres_url: str) -> None:
+    migrate.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    seed(engine)
+    tenure: dict[str, Any] = {
+        "model_name": "churn",
+        "document": "inputs",
+        "key": "tenure",
+        "bands": (12, 24, 48),
+        "band_names": ("<12", "12-24", "24-48", ">=48"),
+        "rate_key": "churn",
+    }
+    # Rows are 11:43..12:00 (churn) and 10:15..10:20 (credit) on T0's day.
+    partial = (T0 - timedelta(minutes=10), T0 + timedelta(hours=2, minutes=30))
+    with engine.connect() as connection:
+        before_rollups = history.groups(
+            connection, since=WEEK[0], until=WEEK[1], now=T0 - timedelta(days=30), **tenure
+        )
+        rolled = history.groups(
+            connection, since=WEEK[0], until=WEEK[1], now=T0 + timedelta(hours=2), **tenure
+        )
+        assert rolled == before_rollups
+        assert [(g.value, g.count) for g in rolled] == [
+            ("<12", 3),
+            ("12-24", 2),
+            ("24-48", 5),
+            (">=48", 2),
+        ]
+        marks = connection.execute(text("select scope, rolled_until from rollup_marks")).all()
+        assert [(scope, at) for scope, at in marks if scope == "churn"] == [
+            ("churn", T0 + timedelta(hours=1))
+        ]
+        in_rollups = connection.execute(
+            text("select sum(rows) from prediction_rollups where model_name = 'churn'")
+        ).scalar_one()
+        assert in_rollups == 12
+        # Part rollup (12:00..13:00), part table (11:50..12:00): rows 0..10 minutes back.
+        edges = history.groups(
+            connection, since=partial[0], until=partial[1], now=T0 + timedelta(hours=2), **tenure
+        )
+        assert sum(g.count for g in edges) == 11
+        # A new row two hours on: the next refresh rolls up its hour and counts it.
+        connection.execute(
+            insert(predictions),
+            [churn_row(60, id=uuid.uuid4(), created_at=T0 + timedelta(hours=1, minutes=30))],
+        )
+        connection.commit()
+        day = T0 + timedelta(days=1)
+        later = history.groups(
+            connection, since=WEEK[0], until=day, now=T0 + timedelta(hours=3), **tenure
+        )
+        assert sum(g.count for g in later) == 13
+        assert [g.count for g in later if g.value == ">=48"] == [3]
+        volume = history.hourly(connection, since=WEEK[0], until=day, now=T0 + timedelta(hours=3))
+        direct = history.hourly(connection, since=WEEK[0], until=day, now=T0 - timedelta(days=30))
+        assert volume == direct and sum(h.count for h in volume) == 19
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def history_server(
+    mlflow_store: ModelSettings, postgres: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("serve-graphql")
+    env = {
+        **mlflow_env(mlflow_store),
+        "DATABASE_URL": postgres.create_database(),
+        "CLIENTINSIGHT_ENV": "production",
+        "CLIENTINSIGHT_API_KEYS": f"crm:{hash_key(USER)}",
+        "CLIENTINSIGHT_HISTORY_KEYS": f"analyst:{hash_key(HISTORY)}",
+        "CLIENTINSIGHT_ADMIN_KEYS": f"ops:{hash_key(ADMIN)}",
+    }
+    with serve(env, Path(root) / "server.log", admin_key=ADMIN) as server:
+        yield server
+
+
+@pytest.mark.integration
+def test_predictions_are_read_back_over_graphql(history_server: Server) -> None:
+    url = history_server.url
+    posted = httpx.post(
+        f"{url}/churn/predict",
+        json={"customers": [{**SNAKE, "customer_id": f"gql{i}"} for i in range(3)]},
+        headers={"X-API-Key": USER},
+        timeout=30,
+    )
+    assert posted.status_code == 200
+    request_id = posted.headers["x-request-id"]
+    assert wait_for_rows(history_server.database_url, 3, [request_id]) == 3
+    query: dict[str, Any] = {
+        "query": "query R($r: String) { predictions(first: 2, filter: {requestId: $r}) {"
+        " edges { node { entityId family protocol score inputs } }"
+        " pageInfo { hasNextPage endCursor } } }",
+        "variables": {"r": request_id},
+    }
+    answer = httpx.post(f"{url}/graphql", json=query, headers={"X-API-Key": HISTORY}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    page = answer.json()["data"]["predictions"]
+    assert page["pageInfo"]["hasNextPage"] is True
+    nodes = [edge["node"] for edge in page["edges"]]
+    assert {n["family"] for n in nodes} == {"churn"} and {n["protocol"] for n in nodes} == {"http"}
+    assert nodes[0]["inputs"]["contract"] == SNAKE["contract"]
+    rest = httpx.post(
+        f"{url}/graphql",
+        json={
+            **query,
+            "query": query["query"]
+            .replace("first: 2", "first: 2, after: $a")
+            .replace("$r: String)", "$r: String, $a: String)"),
+            "variables": {"r": request_id, "a": page["pageInfo"]["endCursor"]},
+        },
+        headers={"X-API-Key": HISTORY},
+        timeout=30,
+    ).json()["data"]["predictions"]
+    seen = {n["entityId"] for n in nodes} | {e["node"]["entityId"] for e in rest["edges"]}
+    assert seen == {"gql0", "gql1", "gql2"} and rest["pageInfo"]["hasNextPage"] is False
+    # A plain API key may predict but not read the history; no key is 401.
+    plain = httpx.post(f"{url}/graphql", json=query, headers={"X-API-Key": USER}, timeout=30)
+    assert plain.status_code == 403
+    assert httpx.post(f"{url}/graphql", json=query, timeout=30).status_code == 401
+    # Production: no introspection, even for a history key.
+    schema = httpx.post(
+        f"{url}/graphql",
+        json={"query": "{ __schema { types { name } } }"},
+        headers={"X-API-Key": ADMIN},
+        timeout=30,
+    ).json()
+    assert schema.get("data") is None and "introspection" in schema["errors"][0]["message"].lower()
