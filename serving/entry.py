@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import bentoml
@@ -42,11 +42,13 @@ from serving.batching import MicroBatcher
 from serving.errors import ApiError
 from serving.metrics import WriterMetrics
 from serving.oip.dataplane import DataPlane, InferenceModel
-from serving.oip.grpc import GrpcServer
 from serving.routes import Scored, Upload
 from serving.settings import family_settings, get_serving_settings
 from serving.shadow import Shadow
 from serving.uploads import offload
+
+if TYPE_CHECKING:
+    from serving.oip.grpc import GrpcServer
 
 log = logging.getLogger("clientinsight")
 T = TypeVar("T")
@@ -103,9 +105,16 @@ class Entry:
             log.log(logging.WARNING if self.policy.open else logging.INFO, self.policy.describe())
         db = get_persistence_settings()
         if db.auto_migrate:
+            import fcntl
+
             from persistence.migrate import upgrade
 
-            upgrade(db.database_url)
+            # API workers start together: one migrates while the others wait for it (two
+            # creating the version table at once failed one worker's start).
+            db.journal_dir.mkdir(parents=True, exist_ok=True)
+            with (db.journal_dir / "migrate.lock").open("w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                upgrade(db.database_url)
         # One journal per API worker: a restarted worker replays what its predecessor spilled.
         worker = bentoml.server_context.worker_index or 1
         self.writer = PredictionWriter(
@@ -153,6 +162,10 @@ class Entry:
         port = self.settings.grpc_port
         if self.inference is None or self.policy is None or not port:
             return
+        # Imported here: its generated protobuf module registers `inference.*` messages, which
+        # clash with tritonclient.grpc's in a process that imports both (tests, clients).
+        from serving.oip.grpc import GrpcServer
+
         self.grpc = GrpcServer(
             self.inference,
             self,

@@ -170,6 +170,23 @@ def _models(server: Server) -> dict[tuple[str, str], dict[str, Any]]:
     return {(m["name"], m["alias"]): m for m in listed}
 
 
+def _swaps(server: Server) -> dict[str, int]:
+    """How many times each churn worker has logged that it swapped versions."""
+    lines = server.log().splitlines()
+    return {
+        worker: sum(1 for line in lines if worker in line and "now serving" in line)
+        for worker in ("churn_model:1", "churn_model:2")
+    }
+
+
+def _wait_for_swaps(server: Server, before: dict[str, int], timeout: float = 60) -> None:
+    """Wait until every churn worker has swapped once more than in `before`."""
+    deadline = time.monotonic() + timeout
+    while any(now <= before[w] for w, now in _swaps(server).items()):
+        assert time.monotonic() < deadline, (before, _swaps(server))
+        time.sleep(0.2)
+
+
 def _pinned(lifecycle: Lifecycle, version: str) -> tuple[int, Any]:
     """The Open Inference Protocol pinned to `version`: (status, churn probability)."""
     [family] = [f for f in catalog.FAMILIES if f.name == "churn"]
@@ -201,8 +218,12 @@ def test_shadow_promote_and_roll_back_under_load_without_a_failed_request(
         time.sleep(PHASE_S)
         pinned["2 before it is loaded"] = _pinned(lifecycle, "2")
         phases["challenger"] = time.monotonic()
+        before = _swaps(server)
         promotion.promote("churn", "2", alias="challenger", settings=settings)
         time.sleep(PHASE_S)
+        # On two busy cores a worker can take longer than a phase to load the challenger; the
+        # promotion below must find it loaded in both, or it is loaded fresh as champion.
+        _wait_for_swaps(server, before)
         pinned["2 as challenger"] = _pinned(lifecycle, "2")
         phases["promoted"] = time.monotonic()
         promoted_at = datetime.now(UTC)
@@ -251,10 +272,8 @@ def test_shadow_promote_and_roll_back_under_load_without_a_failed_request(
     assert champion["standby_version"] == "1"  # kept loaded: the rollback below loads nothing
 
     # Both churn workers swapped on their own (each logs its swaps).
-    log = server.log()
-    for worker in ("churn_model:1", "churn_model:2"):
-        swaps = [line for line in log.splitlines() if worker in line and "now serving" in line]
-        assert len(swaps) >= 3, (worker, swaps)
+    for worker, swapped in _swaps(server).items():
+        assert swapped >= 3, (worker, swapped)
 
     # Every champion row carries the version its response named.
     answered = {a.request_id: a.version for a in answers}

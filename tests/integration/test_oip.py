@@ -283,6 +283,9 @@ def test_grpc_health_and_reflection_are_standard(sqlite_server: Server) -> None:
 
 
 def test_stored_rows_say_which_protocol_they_came_by(sqlite_server: Server) -> None:
+    """One request by each protocol, so the test stands alone under any `-k` selection."""
+    _json_answers(sqlite_server, "card-balance")
+    assert _infer(sqlite_server, "churn", _body()).status_code == 200
     client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
     metadata = client.get_model_metadata("card-balance")
     columns = oip.typed_columns(oip.family_of("card-balance"), oip.ROWS["balance"])
@@ -337,12 +340,18 @@ def test_several_api_workers_share_the_grpc_port(two_workers: Server) -> None:
         for child in psutil.Process(two_workers.process.pid).children(recursive=True)
         if "--service-name clientinsight" in " ".join(child.cmdline())
     ]
-    listening = [
-        w.pid
-        for w in workers
-        if any(c.laddr.port == port and c.status == "LISTEN" for c in w.net_connections())
-    ]
-    assert len(workers) == 2 and len(listening) == 2, (workers, listening)
+
+    def listening() -> list[int]:
+        return [
+            w.pid
+            for w in workers
+            if any(c.laddr.port == port and c.status == "LISTEN" for c in w.net_connections())
+        ]
+
+    deadline = time.monotonic() + 30  # /readyz answers once one worker is up
+    while len(listening()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(workers) == 2 and len(listening()) == 2, (workers, listening())
     client = triton_grpc.InferenceServerClient(two_workers.grpc)
     metadata = client.get_model_metadata("churn")
     columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])

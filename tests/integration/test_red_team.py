@@ -505,7 +505,7 @@ def test_a_refusal_is_one_info_line_without_the_values_sent(server: Server) -> N
 
 def test_the_log_says_authentication_is_on_and_how_many_keys(server: Server) -> None:
     log = server.log()
-    assert "authentication is ON: 2 API keys and 1 admin keys" in log
+    assert "authentication is ON: 2 API keys, 0 history keys and 1 admin keys" in log
     assert USER not in log and SLOW not in log and ADMIN not in log
 
 
