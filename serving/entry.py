@@ -173,6 +173,7 @@ class Entry:
             host=self.host,
             port=port,
             shared=self.settings.api_workers > 1,
+            servers=self.settings.grpc_servers,
             max_message_bytes=self.policy.max_json_body_bytes,
         )
         await self.grpc.start()

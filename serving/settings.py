@@ -126,6 +126,10 @@ class ServingSettings(BaseSettings):
     #: The Open Inference Protocol's gRPC port, served by every API worker (they share it);
     #: 0 turns gRPC off. It listens on the same address as the HTTP port.
     grpc_port: int = Field(default=8001, ge=0, le=65535, validation_alias="CLIENTINSIGHT_GRPC_PORT")
+    #: grpc.aio servers per API worker on that port (serving/oip/grpc.py says why several).
+    grpc_servers: int = Field(
+        default=16, ge=1, le=64, validation_alias="CLIENTINSIGHT_GRPC_SERVERS"
+    )
     #: OpenTelemetry spans per request. Off by default: with no exporter configured they cost
     #: CPU for nothing (bench/README.md).
     tracing: bool = Field(default=False, validation_alias="CLIENTINSIGHT_TRACING")

@@ -1,10 +1,13 @@
 """The Open Inference Protocol over gRPC: `inference.GRPCInferenceService` on port 8001, with
 standard health checking (`grpc.health.v1`, for Kubernetes' gRPC probes) and reflection.
 
-BentoML's new-style services cannot serve gRPC, so each API worker runs a `grpc.aio` server
-of its own in its event loop, beside its HTTP server, and the workers share the port
-(SO_REUSEPORT; the kernel spreads connections over them). A single worker does not share it:
-a second server on the same port then fails loudly instead of taking half the connections.
+BentoML's new-style services cannot serve gRPC, so each API worker runs `grpc.aio` servers
+of its own in its event loop, beside its HTTP server. Several of them: a `grpc.aio` server
+accepts one new call per pass of the event loop (its serving loop awaits each call before it
+asks for the next), so under load one server hands calls to the batcher one by one and
+batches stay small; servers on the same port accept side by side. They, and the API workers,
+share the port with SO_REUSEPORT (the kernel spreads connections over them). Anyone else
+already listening there stops the start with one line, instead of taking half the connections.
 The work is the data plane's (`serving/oip/dataplane.py`), the keys and rate limits the front
 door's policy (`serving/access.py`): the same path as REST and the JSON API. Responses always
 fill `raw_output_contents`, the one place `tritonclient.grpc` reads outputs from.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -227,7 +231,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 class GrpcServer:
-    """One API worker's gRPC server: the inference service, health and reflection."""
+    """One API worker's gRPC servers: the inference service, health and reflection."""
 
     def __init__(
         self,
@@ -238,37 +242,45 @@ class GrpcServer:
         host: str,
         port: int,
         shared: bool,
+        servers: int,
         max_message_bytes: int,
     ) -> None:
         self.plane, self.serving = plane, serving
+        self.host, self.port, self.shared = host, port, shared
         self.address = f"{host}:{port}"
-        self.server = aio.server(
-            options=[
-                ("grpc.so_reuseport", 1 if shared else 0),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ]
-        )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(plane, serving, policy), self.server
-        )
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        servicer = InferenceServicer(plane, serving, policy)
+        self.servers: list[aio.Server] = []
+        for _ in range(servers):
+            server = aio.server(
+                options=[
+                    ("grpc.so_reuseport", 1),
+                    ("grpc.max_receive_message_length", max_message_bytes),
+                ]
+            )
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            reflection.enable_server_reflection(
+                (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+            self.servers.append(server)
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        try:
-            self.server.add_insecure_port(self.address)
-        except RuntimeError as exc:
-            raise RuntimeError(
-                f"gRPC: cannot listen on {self.address} (another server there?); set "
-                "CLIENTINSIGHT_GRPC_PORT to a free port, or 0 for no gRPC"
-            ) from exc
-        await self.server.start()
+        if not self.shared:  # other API workers would hold it by right
+            claim(self.host, self.port)
+        for server in self.servers:
+            try:
+                server.add_insecure_port(self.address)
+            except RuntimeError as exc:
+                raise _busy(self.address) from exc
+            await server.start()
         self._watch = asyncio.create_task(self._follow_readiness())
-        log.info("gRPC (Open Inference Protocol) listening on %s", self.address)
+        log.info(
+            "gRPC (Open Inference Protocol) listening on %s (%d servers)",
+            self.address,
+            len(self.servers),
+        )
 
     async def _follow_readiness(self) -> None:
         """The health service says SERVING once every family's model service answers."""
@@ -289,4 +301,23 @@ class GrpcServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        await asyncio.gather(*(server.stop(grace_s) for server in self.servers))
+
+
+def claim(host: str, port: int) -> None:
+    """Refuse a port someone already listens on: our servers share theirs (SO_REUSEPORT) and
+    would quietly split connections with a stranger that shares too."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise _busy(f"{host}:{port}") from exc
+
+
+def _busy(address: str) -> RuntimeError:
+    return RuntimeError(
+        f"gRPC: cannot listen on {address} (another server there?); set "
+        "CLIENTINSIGHT_GRPC_PORT to a free port, or 0 for no gRPC"
+    )
