@@ -109,11 +109,35 @@ def configure_mlflow(settings: ModelSettings | None = None) -> MlflowClient:
     settings = settings or get_settings()
     # MLflow's default PostgreSQL driver is psycopg2; the project ships psycopg 3.
     uri = psycopg_url(settings.mlflow_tracking_uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///") or uri in _CREATED:
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = _create_once(Path(uri.removeprefix("sqlite:///")), uri)
+    _CREATED.add(uri)
+    return client
+
+
+#: SQLite stores this process has seen created (see `_create_once`).
+_CREATED: set[str] = set()
+
+
+def _create_once(path: Path, uri: str) -> MlflowClient:
+    """A client of a SQLite store that this process creates, or waits while another one does.
+    Whichever process opens a fresh store first creates and migrates its tables; the model
+    workers of a server started before any training all did so at once, left it half
+    migrated, and every later command failed on `table _alembic_tmp_experiments already
+    exists`."""
+    import fcntl
+
+    import mlflow
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(f"{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)  # the tracking tables
+        client.search_registered_models(max_results=1)  # the registry's, opened lazily
+    return client
 
 
 def ensure_experiment(settings: ModelSettings | None = None) -> str:
