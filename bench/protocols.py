@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,52 @@ def _load_main(protocol: str, url: str, grpc_target: str, clients: int, seconds:
     return 0
 
 
+class Meter:
+    """Where one scenario's work went: CPU microseconds per answered request in the API worker
+    and in the churn model worker (all their threads), and rows per model-service call (the
+    batcher's counters in `GET /models`). The same work costs more when batches are small."""
+
+    def __init__(self, url: str, process: Any) -> None:
+        import psutil
+
+        self.url = url
+        self.workers: dict[str, Any] = {}
+        for child in psutil.Process(process.pid).children(recursive=True):
+            command = child.cmdline()
+            if "--service-name" in command:
+                name = command[command.index("--service-name") + 1]
+                if name in ("clientinsight", "churn_model"):
+                    self.workers.setdefault(name, []).append(child)
+
+    def _cpu(self) -> dict[str, float]:
+        return {
+            name: sum(sum(p.cpu_times()[:2]) for p in processes)
+            for name, processes in self.workers.items()
+        }
+
+    def _batching(self) -> tuple[int, int]:
+        import httpx
+
+        for model in httpx.get(f"{self.url}/models", timeout=30).json()["models"]:
+            if model["name"] == "churn" and model["alias"] == "champion":
+                return model["batching"]["calls"], model["batching"]["rows"]
+        return 0, 0
+
+    def start(self) -> None:
+        self.cpu, self.batching = self._cpu(), self._batching()
+
+    def measure(self, result: dict[str, float], seconds: int) -> dict[str, float]:
+        """`result` with the scenario's api_us, model_us and rows_per_call added."""
+        cpu, (calls, rows) = self._cpu(), self._batching()
+        answered = max(result["ok_rps"] * seconds, 1.0)
+        return {
+            **result,
+            "api_us": (cpu["clientinsight"] - self.cpu["clientinsight"]) / answered * 1e6,
+            "model_us": (cpu["churn_model"] - self.cpu["churn_model"]) / answered * 1e6,
+            "rows_per_call": (rows - self.batching[1]) / max(calls - self.batching[0], 1),
+        }
+
+
 def render(results: dict[tuple[str, str, int], dict[str, float]], args: Any) -> str:
     clients = sorted({n for (_, _, n) in results})
     lines = [
@@ -273,13 +320,18 @@ def render(results: dict[tuple[str, str, int], dict[str, float]], args: Any) -> 
         f"{args.seconds} s per scenario, {os.cpu_count()} cores; rounds: {args.rounds} "
         "(median shown).",
         "",
-        "| protocol | generator | clients | ok req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "CPU per request: the API worker's and the churn model worker's CPU time (every "
+        "thread) over the requests answered; rows per call: the churn batcher's.",
+        "",
+        "| protocol | generator | clients | ok req/s | p50 ms | p99 ms | errors | "
+        "API worker CPU us/req | model worker CPU us/req | rows per model call |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (protocol, generator, n), r in sorted(results.items(), key=lambda kv: (kv[0][2], kv[0])):
         lines.append(
             f"| {protocol} | {generator} | {n} | {r['ok_rps']:,.0f} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['non_2xx']:.0f} |"
+            f"{r['p99_ms']:.1f} | {r['non_2xx']:.0f} | {r['api_us']:,.0f} | "
+            f"{r['model_us']:,.0f} | {r['rows_per_call']:.1f} |"
         )
     lines += ["", "| clients | gRPC (h2load) / JSON (wrk) | gRPC / JSON (python) | "
               "OIP REST / JSON (wrk) | OIP REST / JSON (python) |",
@@ -326,25 +378,32 @@ def main(argv: list[str] | None = None) -> int:
             "CLIENTINSIGHT_GRPC_PORT": str(grpc_port),
             "CLIENTINSIGHT_API_WORKERS": str(args.workers),
         }
-        with server("clientinsight", env, work) as (url, _, _):
+        with server("clientinsight", env, work) as (url, _, process):
             target = f"127.0.0.1:{grpc_port}"
             requests = requests_for(url)
+            meter = Meter(url, process)
+
+            def run(key: tuple[str, str, int], scenario: Any) -> None:
+                print(f"{key[0]} {key[1]} {key[2]} clients ...", flush=True)
+                meter.start()
+                runs.setdefault(key, []).append(meter.measure(scenario(), args.seconds))
+
             for _ in range(args.rounds):
                 for n in [int(c) for c in args.clients.split(",")]:
                     for protocol in ("json", "oip-rest"):
                         path, body, headers = requests[protocol]
-                        print(f"{protocol} wrk {n} clients ...", flush=True)
-                        runs.setdefault((protocol, "wrk", n), []).append(
-                            wrk_run(url, path, n, args.seconds, body, headers, work)
+                        run(
+                            (protocol, "wrk", n),
+                            partial(wrk_run, url, path, n, args.seconds, body, headers, work),
                         )
-                    print(f"grpc h2load {n} clients ...", flush=True)
-                    runs.setdefault(("grpc", "h2load", n), []).append(
-                        h2load_grpc(target, n, args.seconds, work, env["DATABASE_URL"])
+                    run(
+                        ("grpc", "h2load", n),
+                        partial(h2load_grpc, target, n, args.seconds, work, env["DATABASE_URL"]),
                     )
                     for protocol in PROTOCOLS if args.python_load else ():
-                        print(f"{protocol} python {n} clients ...", flush=True)
-                        runs.setdefault((protocol, "python", n), []).append(
-                            python_load(protocol, url, target, n, args.seconds)
+                        run(
+                            (protocol, "python", n),
+                            partial(python_load, protocol, url, target, n, args.seconds),
                         )
     results = {
         key: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
