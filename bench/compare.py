@@ -22,7 +22,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from bench.run import ROOT, SNAKE, server, wrk
+from bench.run import ROOT, SNAKE, publish, server, wrk
 from models.settings import get_settings
 from tests.support.postgres import throwaway_cluster
 
@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     for n in clients:
                         print(f"round {round_}: {label}, {n} clients ...", flush=True)
                         figures.setdefault((label, n), []).append(wrk(url, n, args.seconds, body))
-    report = render(figures, sides, clients, args)
-    out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-compare.md"
-    out.write_text(report)
-    print(report)
-    print(f"written to {out.relative_to(ROOT)}")
+    publish(render(figures, sides, clients, args), "compare")
     return 0
 
 

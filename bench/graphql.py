@@ -16,18 +16,17 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, text
 
+from bench.run import publish
 from persistence import history, migrate
 from persistence.db import make_engine
 from tests.support.postgres import throwaway_cluster
 
 END = datetime(2026, 12, 1, tzinfo=UTC)
 PERIOD_S = 90 * 86400
-RESULTS = Path(__file__).resolve().parent / "results"
 
 #: One statement loads rows `lo..hi`: the family, version, time, inputs and outputs follow
 #: from the row number, so every run loads the same table.
@@ -189,11 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in small:
         ratio = large[name] / small[name] if small[name] else float("nan")
         lines.append(f"| {name} | {small[name]:.1f} | {large[name]:.1f} | {ratio:.2f}x |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"{stamp}-graphql.md").write_text(report)
+    publish("\n".join(lines) + "\n", "graphql")
     return 0
 
 

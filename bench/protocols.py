@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import parse_wrk, server  # noqa: E402
+from bench.run import parse_wrk, publish, server  # noqa: E402
 from models import churn  # noqa: E402
 from tests.support.postgres import free_port, throwaway_cluster  # noqa: E402
 from tests.support.records import SNAKE  # noqa: E402
@@ -409,11 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         key: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         for key, rounds in runs.items()
     }
-    report = render(results, args)
-    out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-protocols.md"
-    out.write_text(report)
-    print(report)
-    print(f"written to {out.relative_to(ROOT)}")
+    publish(render(results, args), "protocols")
     return 0
 
 

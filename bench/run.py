@@ -398,12 +398,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name}: start-up ...", flush=True)
                     with server(name, env, work, warm_up=False) as (_, ready_s, _):
                         results["ready_s"][name].append(ready_s)
-    report = render(results, args)
-    out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
+    publish(render(results, args))
+    return 0
+
+
+def publish(report: str, kind: str = "") -> Path:
+    """Print a report and write it to bench/results/<UTC timestamp>[-kind].md."""
+    out = ROOT / "bench" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}{kind and '-' + kind}.md"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(report)
     print(report)
     print(f"written to {out.relative_to(ROOT)}")
-    return 0
+    return out
 
 
 def render(results: dict[str, Any], args: argparse.Namespace) -> str:
