@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.locks import exclusive
 from common.urls import psycopg_url, redacted
 from models.settings import ModelSettings, get_settings
 
@@ -128,13 +129,9 @@ def _create_once(path: Path, uri: str) -> MlflowClient:
     workers of a server started before any training all did so at once, left it half
     migrated, and every later command failed on `table _alembic_tmp_experiments already
     exists`."""
-    import fcntl
-
     import mlflow
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_name(f"{path.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(path):
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)  # the tracking tables
         client.search_registered_models(max_results=1)  # the registry's, opened lazily
     return client

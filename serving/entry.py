@@ -105,16 +105,9 @@ class Entry:
             log.log(logging.WARNING if self.policy.open else logging.INFO, self.policy.describe())
         db = get_persistence_settings()
         if db.auto_migrate:
-            import fcntl
-
             from persistence.migrate import upgrade
 
-            # API workers start together: one migrates while the others wait for it (two
-            # creating the version table at once failed one worker's start).
-            db.journal_dir.mkdir(parents=True, exist_ok=True)
-            with (db.journal_dir / "migrate.lock").open("w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                upgrade(db.database_url)
+            upgrade(db.database_url)  # one API worker at a time (see upgrade)
         # One journal per API worker: a restarted worker replays what its predecessor spilled.
         worker = bentoml.server_context.worker_index or 1
         self.writer = PredictionWriter(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from persistence.db import make_engine, normalise_url
 from persistence.settings import get_settings
@@ -11,6 +11,8 @@ from persistence.tables import Base
 
 config = context.config
 target_metadata = Base.metadata
+#: The advisory lock every ClientInsight migrator of a PostgreSQL database takes.
+MIGRATION_LOCK = 0x434C49  # "CLI"
 
 
 def _url() -> str:
@@ -24,6 +26,10 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Held to the end of the migration's transaction: a second migrator waits here, then
+            # finds the schema at head (persistence.migrate.upgrade).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

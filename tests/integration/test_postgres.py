@@ -15,11 +15,23 @@ from persistence import migrate
 from persistence.db import make_engine
 from persistence.writer import PredictionWriter
 from tests.support.models import mlflow_env
-from tests.support.predictions import numbered_block, wait_for_rows
+from tests.support.postgres import Cluster
+from tests.support.predictions import migrated_at_once, numbered_block, wait_for_rows
 from tests.support.records import APPLICANT, SNAKE
 from tests.support.server import Server, serve
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
+
+
+def test_migrators_starting_together_on_a_fresh_database_all_succeed(
+    postgres: Cluster,
+) -> None:
+    """API workers (and pods) migrate at start; the advisory lock lets one at a time in."""
+    url = postgres.create_database()
+    assert migrated_at_once(url) == []
+    engine = make_engine(url)
+    assert "predictions" in inspect(engine).get_table_names()
+    engine.dispose()
 
 
 def test_migrations_upgrade_and_downgrade(postgres_url: str) -> None:

@@ -12,7 +12,16 @@ from persistence import migrate
 from persistence.db import make_engine
 from persistence.tables import predictions
 from persistence.writer import PredictionBlock, prediction_block
+from tests.support.processes import failures_at_once
 from tests.support.records import recording
+
+
+def migrated_at_once(url: str) -> list[str]:
+    """Eight processes upgrading `url` at the same moment, as API workers do at start: the
+    stderr of each that failed."""
+    return failures_at_once(
+        "from persistence import migrate\nmigrate.upgrade(sys.argv[2])\n", url, processes=8
+    )
 
 
 def sqlite_database(tmp_path: Path) -> str:

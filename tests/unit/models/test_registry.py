@@ -22,11 +22,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from common.paths import PROJECT_ROOT
 from models import registry
 from models.registry import ModelNotAvailableError, ServedModel
 from models.settings import ModelSettings
 from tests.support.models import mlflow_settings
+from tests.support.processes import failures_at_once
 
 NAME = "tiny"
 
@@ -313,12 +313,9 @@ def test_a_missing_model_message_names_the_family_and_hides_the_password() -> No
 
 
 _FIRST_TOUCH = """
-import sys, time
 from models import registry
 from models.settings import ModelSettings
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))
-client = registry.configure_mlflow(ModelSettings(MLFLOW_TRACKING_URI=sys.argv[1]))
+client = registry.configure_mlflow(ModelSettings(MLFLOW_TRACKING_URI=sys.argv[2]))
 client.search_registered_models(max_results=1)
 client.search_experiments(max_results=1)
 """
@@ -329,22 +326,7 @@ def test_model_workers_starting_together_on_a_fresh_store_leave_it_whole(
 ) -> None:
     """Several model workers touching a fresh SQLite store at once: one creates it, the others
     wait, and the store takes a new experiment afterwards (half-migrated, it never would)."""
-    import subprocess
-    import sys
-    import time
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    start = str(time.time() + 3)  # every process imported and waiting, then all at once
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", _FIRST_TOUCH, uri, start],
-            cwd=PROJECT_ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    failures = [p.communicate(timeout=120)[1] for p in processes if p.wait(timeout=120) != 0]
-    assert failures == []
+    assert failures_at_once(_FIRST_TOUCH, uri) == []
     client = registry.configure_mlflow(ModelSettings(MLFLOW_TRACKING_URI=uri))
     assert client.create_experiment("after-the-race", artifact_location=tmp_path.as_uri())
