@@ -29,6 +29,11 @@ class PersistenceSettings(BaseSettings):
     writer_flush_interval_s: float = Field(
         default=0.25, gt=0, validation_alias="CLIENTINSIGHT_WRITER_FLUSH_INTERVAL_S"
     )
+    #: How long the writer gathers rows after the first before it writes them (at most the
+    #: flush interval): fewer, larger transactions under load; 0 writes each arrival at once.
+    writer_linger_s: float = Field(
+        default=0.05, ge=0, validation_alias="CLIENTINSIGHT_WRITER_LINGER_S"
+    )
     #: Rows held in memory before new ones go straight to the journal.
     writer_max_queue_rows: int = Field(
         default=100_000, ge=1, validation_alias="CLIENTINSIGHT_WRITER_MAX_QUEUE_ROWS"

@@ -1,11 +1,11 @@
 """The persistence hook: predictions are queued by the request and written in bulk by a thread.
 
 The request path only appends one `PredictionBlock` (its rows, column by column) to an
-in-memory queue; a daemon thread drains it in batches of about `batch_rows` rows every
-`flush_interval_s`: COPY on PostgreSQL, multi-row INSERT (SQLAlchemy's insertmanyvalues)
-elsewhere. Rows the database refuses go to a journal on disk (`persistence/journal.py`) and
-are replayed, in order and without duplicates, once it answers again. `close()` writes or
-journals everything queued (SIGTERM).
+in-memory queue; a daemon thread drains it in batches of about `batch_rows` rows, gathering for
+`linger_s` after the first arrives: COPY on PostgreSQL, multi-row INSERT (SQLAlchemy's
+insertmanyvalues) elsewhere. Rows the database refuses go to a journal on disk
+(`persistence/journal.py`) and are replayed, in order and without duplicates, once it answers
+again. `close()` writes or journals everything queued (SIGTERM).
 """
 
 from __future__ import annotations
@@ -224,6 +224,8 @@ class WriterStats:
     #: In the journal, waiting for the database.
     journal_rows: int = 0
     write_failures: int = 0
+    #: Transactions that committed rows from memory (rows_written / writes: rows per write).
+    writes: int = 0
 
     @property
     def rows_pending(self) -> int:
@@ -260,6 +262,7 @@ class PredictionWriter:
         fsync: bool = True,
         batch_rows: int = 1000,
         flush_interval_s: float = 0.25,
+        linger_s: float = 0.0,
         max_backoff_s: float = 5.0,
         max_queue_rows: int = 100_000,
         metrics: WriterMetrics | None = None,
@@ -269,6 +272,7 @@ class PredictionWriter:
         self._journal = Journal(journal_dir, fsync=fsync)
         self._batch_rows = batch_rows
         self._flush_interval_s = flush_interval_s
+        self._linger_s = min(linger_s, flush_interval_s)
         self._max_backoff_s = max_backoff_s
         self._max_queue_rows = max_queue_rows
         self._metrics = metrics
@@ -369,6 +373,10 @@ class PredictionWriter:
         if first is None:
             return [], True
         batch, rows = [first], len(first)
+        if self._linger_s and rows < self._batch_rows:
+            # Under load, rows arrive a few at a time: a transaction per arrival would cost
+            # more than the rows (and hold the GIL the requests need). One sleep gathers them.
+            time.sleep(self._linger_s)
         while rows < self._batch_rows:
             try:
                 more = self._queue.get_nowait()
@@ -391,7 +399,7 @@ class PredictionWriter:
                 self._failed(exc, len(rows))
             else:
                 self._succeeded()
-                self._account(queue_depth=-len(rows), rows_written=len(rows))
+                self._account(queue_depth=-len(rows), rows_written=len(rows), writes=1)
                 return
         self._spill(rows, queued=True)
 

@@ -116,6 +116,7 @@ class Entry:
             fsync=db.journal_fsync,
             batch_rows=db.writer_batch_rows,
             flush_interval_s=db.writer_flush_interval_s,
+            linger_s=db.writer_linger_s,
             max_queue_rows=db.writer_max_queue_rows,
             metrics=WriterMetrics(),
         )

@@ -318,3 +318,28 @@ def test_a_block_that_cannot_be_encoded_does_not_hold_back_the_others(tmp_path: 
     writer.close()
     assert count_rows(make_engine(url)) == 9
     assert writer.stats.rows_unwritable == 3 and writer.stats.rows_pending == 0
+
+
+def test_the_linger_gathers_rows_arriving_one_by_one_into_one_write(tmp_path: Path) -> None:
+    url = sqlite_database(tmp_path)
+    writer = _writer(tmp_path, lambda: make_engine(url), flush_interval_s=1, linger_s=0.5)
+    writer.start()
+    for i in range(5):  # arrivals 20 ms apart, all within the linger of the first
+        writer.submit(numbered_block(2, request_id=f"r{i}"))
+        time.sleep(0.02)
+    assert writer.flush(10)
+    writer.close()
+    stats = writer.stats
+    assert (stats.rows_written, stats.writes) == (10, 1)
+    assert count_rows(make_engine(url)) == 10
+
+
+def test_without_a_linger_each_arrival_is_written_at_once(tmp_path: Path) -> None:
+    url = sqlite_database(tmp_path)
+    writer = _writer(tmp_path, lambda: make_engine(url), flush_interval_s=1)
+    writer.start()
+    for i in range(3):
+        writer.submit(numbered_block(2, request_id=f"r{i}"))
+        assert writer.flush(10)
+    writer.close()
+    assert (writer.stats.rows_written, writer.stats.writes) == (6, 3)
