@@ -33,6 +33,7 @@ from serving.oip import open_inference_grpc_pb2 as pb
 from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
 from serving.oip.dataplane import DataPlane, InferRequest, InferResponse, RequestedOutput, Serving
 from serving.oip.tensors import (
+    DATATYPES,
     Tensor,
     check_datatype,
     element_count,
@@ -78,6 +79,8 @@ CONTENTS = {
 
 
 def _parameters(parameters: Any) -> dict[str, Any]:
+    if not len(parameters):  # the usual case, and the cheap question to a protobuf map
+        return {}
     out = {}
     for key, value in parameters.items():
         choice = value.WhichOneof("parameter_choice")
@@ -86,19 +89,29 @@ def _parameters(parameters: Any) -> dict[str, Any]:
 
 
 def decode(request: pb.ModelInferRequest) -> InferRequest:
-    """The request's tensors, from raw contents (one per input, in order) or typed ones."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
+    """The request's tensors, from raw contents (one per input, in order) or typed ones.
+
+    Every protobuf field read costs a wrapper object, so each is read once.
+    """
+    given = request.inputs
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(given):
         raise invalid(
-            f"raw_input_contents holds {len(raw)} tensors for {len(request.inputs)} inputs",
+            f"raw_input_contents holds {len(raw)} tensors for {len(given)} inputs",
             "raw_input_contents",
         )
     inputs = []
-    for position, tensor in enumerate(request.inputs):
+    for position, tensor in enumerate(given):
         name = tensor.name
-        datatype = check_datatype(name, tensor.datatype)
-        shape = list(tensor.shape)
-        count = element_count(name, shape)
+        datatype = tensor.datatype
+        if datatype not in DATATYPES:
+            check_datatype(name, datatype)
+        dims = tensor.shape
+        if len(dims) == 1 and (count := dims[0]) >= 0:
+            shape = [count]
+        else:
+            shape = list(dims)
+            count = element_count(name, shape)
         if raw:
             data = from_binary(name, datatype, count, raw[position])
         else:

@@ -10,7 +10,7 @@ import pytest
 
 from models import churn, credit
 from serving.errors import ApiError
-from serving.oip.tensors import flatten, from_binary, specs, to_binary, wire_value
+from serving.oip.tensors import DATATYPES, flatten, from_binary, specs, to_binary, wire_value
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,33 @@ from serving.oip.tensors import flatten, from_binary, specs, to_binary, wire_val
 )
 def test_binary_tensors_round_trip(datatype: str, values: list[object]) -> None:
     assert from_binary("t", datatype, len(values), to_binary(datatype, values)) == values
+
+
+@pytest.mark.parametrize("datatype", [d for d, dtype in DATATYPES.items() if dtype is not None])
+@pytest.mark.parametrize("count", [1, 3, 64, 65, 300])
+def test_small_tensors_read_and_write_as_numpy_does(datatype: str, count: int) -> None:
+    """Small tensors take `struct`, large ones NumPy: either way the same bytes and values."""
+    dtype = DATATYPES[datatype]
+    assert dtype is not None
+    values = np.arange(count).astype(dtype)
+    raw = values.tobytes()
+    assert from_binary("t", datatype, count, raw) == values.tolist()
+    assert to_binary(datatype, values.tolist()) == raw
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values", "expected"),
+    [
+        ("FP64", [0.5, None], [0.5, float("nan")]),  # a missing answer
+        ("INT64", [2.7], [2]),  # NumPy's conversion, as before the struct path
+        ("BOOL", [0, 2], [False, True]),
+    ],
+)
+def test_values_struct_refuses_are_converted_as_numpy_converts(
+    datatype: str, values: list[object], expected: list[object]
+) -> None:
+    dtype = DATATYPES[datatype]
+    assert to_binary(datatype, values) == np.asarray(expected, dtype=dtype).tobytes()
 
 
 def test_bytes_elements_are_length_prefixed_little_endian() -> None:
