@@ -149,6 +149,13 @@ class Serving(Protocol):
 def records(model: InferenceModel, request: InferRequest) -> list[BaseModel]:
     """The request's tensors as the family's records, validated by the contract; a 400 that
     names the tensor and the problem otherwise."""
+    rows = check_layout(model, request)
+    return validate(model, {tensor.name: tensor.data for tensor in request.inputs}, rows)
+
+
+def check_layout(model: InferenceModel, request: InferRequest) -> int:
+    """The rows the request's tensors hold, once their names, shapes and counts are the
+    model's (everything but the values: a layout a client repeats is checked once)."""
     content_type = request.parameters.get("content_type")
     if content_type not in (None, PANDAS):
         raise invalid(
@@ -188,7 +195,14 @@ def records(model: InferenceModel, request: InferRequest) -> list[BaseModel]:
             code="too_many_items",
             detail=[problem("inputs", f"at most {limit} rows")],
         )
-    table = [{name: tensor.data[i] for name, tensor in seen.items()} for i in range(rows)]
+    return rows
+
+
+def validate(
+    model: InferenceModel, columns: Mapping[str, Sequence[Any]], rows: int
+) -> list[BaseModel]:
+    """`rows` records from the tensors' values by name, validated by the contract."""
+    table = [{name: values[i] for name, values in columns.items()} for i in range(rows)]
     try:
         return list_adapter(model.family.record).validate_python(table)
     except ValidationError as exc:
@@ -312,9 +326,13 @@ class DataPlane:
         version: str | None,
         request: InferRequest,
         protocol: str,
+        validated: list[BaseModel] | None = None,
     ) -> InferResponse:
+        """The answer to `request`; `validated` holds its records when the caller has read
+        them already (the gRPC server, from a layout it has seen)."""
         model = self.model(name)
-        validated = records(model, request)
+        if validated is None:
+            validated = records(model, request)
         selected = _selected(model, request)
         answered = await serving.infer(model, validated, version=version, protocol=protocol)
         if answered is None:

@@ -47,3 +47,21 @@ def test_a_free_port_is_claimed_even_with_connections_in_time_wait() -> None:
             accepted, _ = listener.accept()
             accepted.close()  # the server side closes first: its end waits in TIME_WAIT
     assert _claim(port).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "a_repeated_layout_reads_as_the_first",
+        "a_bad_value_in_a_known_layout_is_the_same_400",
+        "layouts_differ_by_shape_and_names_and_stay_bounded",
+    ],
+)
+def test_the_layout_cache(check: str) -> None:
+    """A layout a client repeats is read once; its values are checked on every call, with the
+    messages of the uncached path (tests/unit/serving/oip/grpc_layouts.py)."""
+    code = f"from tests.unit.serving.oip.grpc_layouts import {check}; {check}()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
