@@ -14,7 +14,6 @@ length and the bytes.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import types
@@ -25,6 +24,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import numpy as np
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from serving.errors import ApiError, problem
 
@@ -248,7 +248,7 @@ def wire_value(datatype: str, value: Any) -> Any:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"))
+    return to_json(value, inf_nan_mode="null").decode()  # compact; NaN is no JSON
 
 
 def output_tensors(
