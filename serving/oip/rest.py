@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -50,6 +50,40 @@ def _dict(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _header(body: bytes) -> Any:
+    """The JSON header, as strictly as `serving.routes.loads` reads it, at a third of its cost.
+
+    pydantic's reader goes first. It refuses what the strict reader refuses but one thing: it
+    keeps the last of a key sent twice. Every key has a colon after it, so when the body holds
+    no more colons than the keys of the objects read here, no object held a key twice (and no
+    string a colon). Anything else (a duplicate, a colon in a string, objects nested deeper)
+    is read again by the strict reader, which also words every refusal.
+    """
+    try:
+        document = from_json(body, allow_inf_nan=False)
+    except ValueError:
+        return loads(body)
+    if type(document) is not dict or body.count(b":") != _keys(document):
+        return loads(body)
+    return document
+
+
+def _keys(document: dict[str, Any]) -> int:
+    """The keys of the request, its tensors and their parameters."""
+    keys = len(document)
+    for part in ("parameters", "inputs", "outputs"):
+        value = document.get(part)
+        if type(value) is dict:
+            keys += len(value)
+        elif type(value) is list:
+            for spec in value:
+                if type(spec) is dict:
+                    keys += len(spec)
+                    if type(parameters := spec.get("parameters")) is dict:
+                        keys += len(parameters)
+    return keys
+
+
 def parse(body: bytes, header_length: str | None) -> InferRequest:
     """An inference request from its body: JSON, or a JSON header and binary tensors."""
     binary = b""
@@ -62,7 +96,7 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
                 "Inference-Header-Content-Length",
             )
         body, binary = body[:header_size], body[header_size:]
-    document = _dict(loads(body), "request body")
+    document = _dict(_header(body), "request body")
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list):
         raise invalid("inputs: a list of tensors is required", "inputs")
