@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -47,6 +47,7 @@ from serving.oip.dataplane import (
 from serving.oip.tensors import (
     DATATYPES,
     Tensor,
+    binary_reader,
     check_datatype,
     element_count,
     from_binary,
@@ -199,7 +200,7 @@ class Layouts:
                 tuple(
                     (
                         t.name,
-                        partial(from_binary, t.name, t.datatype, element_count(t.name, t.shape)),
+                        binary_reader(t.name, t.datatype, element_count(t.name, t.shape)),
                     )
                     for t in decoded.inputs
                 ),
@@ -214,16 +215,32 @@ class Layouts:
         return InferRequest([], request_id, known.parameters, known.outputs), validated
 
 
+@functools.lru_cache(maxsize=256)
+def _output_metadata(
+    outputs: tuple[tuple[str, str, int], ...],
+) -> list[pb.ModelInferResponse.InferOutputTensor]:
+    """The outputs' metadata messages, made once per answer layout (names, datatypes, rows)."""
+    return [
+        pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=[rows])
+        for name, datatype, rows in outputs
+    ]
+
+
 def encode(response: InferResponse) -> pb.ModelInferResponse:
+    tensors = response.outputs
+    if all(len(t.shape) == 1 for t in tensors):
+        metadata = _output_metadata(tuple((t.name, t.datatype, t.shape[0]) for t in tensors))
+    else:
+        metadata = [
+            pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype, shape=t.shape)
+            for t in tensors
+        ]
     reply = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version,
         id=response.id,
-        outputs=[
-            pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype, shape=t.shape)
-            for t in response.outputs
-        ],
-        raw_output_contents=[to_binary(t.datatype, t.data) for t in response.outputs],
+        outputs=metadata,
+        raw_output_contents=[to_binary(t.datatype, t.data) for t in tensors],
     )
     for key, value in response.parameters.items():
         reply.parameters[key].string_param = str(value)

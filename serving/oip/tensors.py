@@ -18,8 +18,9 @@ import math
 import struct
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Union, get_args, get_origin
 
 import numpy as np
@@ -194,6 +195,35 @@ def from_binary(tensor: str, datatype: str, count: int, raw: bytes) -> list[Any]
             f"input '{tensor}': {len(out)} BYTES elements, but its shape holds {count}", tensor
         )
     return out
+
+
+def binary_reader(tensor: str, datatype: str, count: int) -> Callable[[bytes], list[Any]]:
+    """`from_binary` for one tensor's layout, prepared once: what a request that repeats its
+    layout pays per call. Anything that does not fit goes to `from_binary`, which words the
+    refusal."""
+    dtype = DATATYPES[datatype]
+    if dtype is not None and count <= _SMALL:
+        unpack = struct.Struct(f"<{count}{_CODES[datatype]}").unpack
+        size = count * dtype.itemsize
+
+        def fixed(raw: bytes) -> list[Any]:
+            if len(raw) != size:
+                return from_binary(tensor, datatype, count, raw)
+            return list(unpack(raw))
+
+        return fixed
+    if dtype is None and count == 1:
+
+        def one_text(raw: bytes) -> list[Any]:
+            if len(raw) >= 4 and _LENGTH.unpack_from(raw)[0] == len(raw) - 4:
+                try:
+                    return [raw[4:].decode("utf-8")]
+                except UnicodeDecodeError:
+                    pass
+            return from_binary(tensor, datatype, count, raw)
+
+        return one_text
+    return partial(from_binary, tensor, datatype, count)
 
 
 def text(tensor: str, value: bytes, index: int) -> str:

@@ -10,7 +10,15 @@ import pytest
 
 from models import churn, credit
 from serving.errors import ApiError
-from serving.oip.tensors import DATATYPES, flatten, from_binary, specs, to_binary, wire_value
+from serving.oip.tensors import (
+    DATATYPES,
+    binary_reader,
+    flatten,
+    from_binary,
+    specs,
+    to_binary,
+    wire_value,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +62,30 @@ def test_values_struct_refuses_are_converted_as_numpy_converts(
 ) -> None:
     dtype = DATATYPES[datatype]
     assert to_binary(datatype, values) == np.asarray(expected, dtype=dtype).tobytes()
+
+
+def _outcome(read: object, raw: bytes) -> object:
+    try:
+        return read(raw)  # type: ignore[operator]
+    except ApiError as error:
+        return ("refused", error.status, error.message)
+
+
+@pytest.mark.parametrize("datatype", list(DATATYPES))
+@pytest.mark.parametrize("count", [1, 2, 65])
+def test_a_prepared_reader_reads_and_refuses_as_from_binary(datatype: str, count: int) -> None:
+    """The gRPC layout cache's readers: the same values, the same refusals, for good data, a
+    byte too few or too many, and BYTES with a wrong length or text that is not UTF-8."""
+    dtype = DATATYPES[datatype]
+    good = (
+        to_binary(datatype, [f"v{i}" for i in range(count)])
+        if dtype is None
+        else np.arange(count).astype(dtype).tobytes()
+    )
+    cases = [good, good[:-1], good + b"\0", b"", struct.pack("<I", 9) + b"ab", b"\1\0\0\0\xff"]
+    read = binary_reader("t", datatype, count)
+    for raw in cases:
+        assert _outcome(read, raw) == _outcome(lambda r: from_binary("t", datatype, count, r), raw)
 
 
 def test_bytes_elements_are_length_prefixed_little_endian() -> None:
