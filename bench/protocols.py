@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -168,7 +169,9 @@ async def _grpc_load(target: str, clients: int, seconds: float) -> dict[str, flo
     from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
 
     request = grpc_request()
-    channels = [grpc.aio.insecure_channel(target) for _ in range(min(clients, 8))]
+    # A channel (one HTTP/2 connection) per client, as each tritonclient.grpc client has, and
+    # as wrk and h2load open one connection per client.
+    channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
     stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
     latencies: list[float] = []
     errors = 0
@@ -267,8 +270,10 @@ def _load_main(protocol: str, url: str, grpc_target: str, clients: int, seconds:
 
 class Meter:
     """Where one scenario's work went: CPU microseconds per answered request in the API worker
-    and in the churn model worker (all their threads), and rows per model-service call (the
-    batcher's counters in `GET /models`). The same work costs more when batches are small."""
+    and in the churn model worker (all their threads) and in the load generator (the child
+    processes the run waited for: wrk, h2load or a Python generator), and rows per
+    model-service call (the batcher's counters in `GET /models`). The same work costs more when
+    batches are small; a generator that takes a core leaves the server less of the machine."""
 
     def __init__(self, url: str, process: Any) -> None:
         import psutil
@@ -296,8 +301,14 @@ class Meter:
                 return model["batching"]["calls"], model["batching"]["rows"]
         return 0, 0
 
+    @staticmethod
+    def _generator_cpu() -> float:
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return used.ru_utime + used.ru_stime
+
     def start(self) -> None:
         self.cpu, self.batching = self._cpu(), self._batching()
+        self.generator = self._generator_cpu()
 
     def measure(self, result: dict[str, float], seconds: int) -> dict[str, float]:
         """`result` with the scenario's api_us, model_us and rows_per_call added."""
@@ -308,6 +319,7 @@ class Meter:
             "api_us": (cpu["clientinsight"] - self.cpu["clientinsight"]) / answered * 1e6,
             "model_us": (cpu["churn_model"] - self.cpu["churn_model"]) / answered * 1e6,
             "rows_per_call": (rows - self.batching[1]) / max(calls - self.batching[0], 1),
+            "generator_us": (self._generator_cpu() - self.generator) / answered * 1e6,
         }
 
 
@@ -320,18 +332,20 @@ def render(results: dict[tuple[str, str, int], dict[str, float]], args: Any) -> 
         f"{args.seconds} s per scenario, {os.cpu_count()} cores; rounds: {args.rounds} "
         "(median shown).",
         "",
-        "CPU per request: the API worker's and the churn model worker's CPU time (every "
-        "thread) over the requests answered; rows per call: the churn batcher's.",
+        "CPU per request: the API worker's, the churn model worker's (every thread) and the "
+        "load generator's CPU time over the requests answered; rows per call: the churn "
+        "batcher's.",
         "",
         "| protocol | generator | clients | ok req/s | p50 ms | p99 ms | errors | "
-        "API worker CPU us/req | model worker CPU us/req | rows per model call |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "API worker CPU us/req | model worker CPU us/req | generator CPU us/req | "
+        "rows per model call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (protocol, generator, n), r in sorted(results.items(), key=lambda kv: (kv[0][2], kv[0])):
         lines.append(
             f"| {protocol} | {generator} | {n} | {r['ok_rps']:,.0f} | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['non_2xx']:.0f} | {r['api_us']:,.0f} | "
-            f"{r['model_us']:,.0f} | {r['rows_per_call']:.1f} |"
+            f"{r['model_us']:,.0f} | {r['generator_us']:,.0f} | {r['rows_per_call']:.1f} |"
         )
     lines += ["", "| clients | gRPC (h2load) / JSON (wrk) | gRPC / JSON (python) | "
               "OIP REST / JSON (wrk) | OIP REST / JSON (python) |",
