@@ -135,6 +135,8 @@ class Entry:
             lambda batch: self.timeout.bound(service.to_async.predict(batch)),
             max_batch_size=family_settings(family.name).max_batch_size,
             max_in_flight=settings.model_calls_in_flight,
+            fill_rows=settings.batch_fill_rows,
+            max_hold_s=settings.batch_max_hold_s,
         )
         # A sample of requests, scored again by the challenger after the answer has gone.
         shadow: Shadow[Any, Any] = Shadow(

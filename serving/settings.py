@@ -122,6 +122,14 @@ class ServingSettings(BaseSettings):
     model_calls_in_flight: int = Field(
         default=2, ge=1, le=64, validation_alias="CLIENTINSIGHT_MODEL_CALLS_IN_FLIGHT"
     )
+    #: While a model call is in flight, the next starts once this many records wait (or the
+    #: oldest has waited `batch_max_hold_s`): fuller batches instead of half-empty calls.
+    batch_fill_rows: int = Field(
+        default=32, ge=0, le=4096, validation_alias="CLIENTINSIGHT_BATCH_FILL_ROWS"
+    )
+    batch_max_hold_s: float = Field(
+        default=0.01, ge=0, le=1, validation_alias="CLIENTINSIGHT_BATCH_MAX_HOLD_S"
+    )
     api_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_API_WORKERS")
     #: The Open Inference Protocol's gRPC port, served by every API worker (they share it);
     #: 0 turns gRPC off. It listens on the same address as the HTTP port.

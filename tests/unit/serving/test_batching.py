@@ -28,7 +28,7 @@ class Recorder:
 def test_a_lone_request_is_sent_at_once() -> None:
     async def main() -> None:
         model = Recorder(delay=0)
-        batcher = MicroBatcher(model, max_batch_size=64, max_in_flight=2)
+        batcher = MicroBatcher(model, max_batch_size=64, max_in_flight=2, fill_rows=32)
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert await batcher.submit([1, 2]) == [10, 20]
@@ -125,5 +125,56 @@ def test_a_caller_that_gives_up_while_queued_is_not_sent() -> None:
         assert await first == [10] and await third == [30]
         assert model.batches == [[1], [3]]
         assert batcher.stats.queued_rows == 0
+
+    asyncio.run(main())
+
+
+def test_beside_a_call_in_flight_records_wait_to_fill_the_next() -> None:
+    """Twelve single records arriving while a call runs go in one call when it returns, not
+    in a second call of one record each (with fill_rows above what arrives)."""
+
+    async def main() -> None:
+        model = Recorder(delay=0.05)
+        batcher = MicroBatcher(model, max_in_flight=2, fill_rows=32, max_hold_s=1.0)
+        first = asyncio.ensure_future(batcher.submit([0]))
+        await asyncio.sleep(0.01)  # the first call is in flight
+        rest = [asyncio.ensure_future(batcher.submit([i])) for i in range(1, 13)]
+        await asyncio.sleep(0)
+        assert model.batches == [[0]] and batcher.stats.in_flight == 1
+        assert await first == [0] and [await r for r in rest] == [[i * 10] for i in range(1, 13)]
+        assert model.batches == [[0], list(range(1, 13))]
+
+    asyncio.run(main())
+
+
+def test_enough_waiting_records_start_the_second_call_at_once() -> None:
+    async def main() -> None:
+        model = Recorder(delay=0.05)
+        batcher = MicroBatcher(model, max_in_flight=2, fill_rows=4, max_hold_s=1.0)
+        first = asyncio.ensure_future(batcher.submit([0]))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(batcher.submit([i])) for i in range(1, 5)]
+        await asyncio.sleep(0.01)
+        assert model.batches == [[0], [1, 2, 3, 4]] and batcher.stats.in_flight == 2
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+
+
+def test_a_stuck_call_holds_the_others_no_longer_than_the_hold() -> None:
+    """A call that hangs must not hold light traffic until the model timeout: after
+    max_hold_s the waiting record gets the second slot."""
+
+    async def main() -> None:
+        model = Recorder(delay=5.0)
+        batcher = MicroBatcher(model, max_in_flight=2, fill_rows=32, max_hold_s=0.05)
+        stuck = asyncio.ensure_future(batcher.submit([0]))
+        await asyncio.sleep(0.01)
+        model.delay = 0.0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await batcher.submit([1]) == [10]
+        assert 0.04 <= loop.time() - started < 1.0
+        stuck.cancel()
 
     asyncio.run(main())
