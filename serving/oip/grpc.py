@@ -45,7 +45,6 @@ from serving.oip.dataplane import (
     validate,
 )
 from serving.oip.tensors import (
-    DATATYPES,
     Tensor,
     binary_reader,
     check_datatype,
@@ -103,10 +102,8 @@ def _parameters(parameters: Any) -> dict[str, Any]:
 
 def decode(request: pb.ModelInferRequest, raw: Sequence[bytes] | None = None) -> InferRequest:
     """The request's tensors, from raw contents (one per input, in order; `raw` when they have
-    been taken out of the request already) or typed ones.
-
-    Every protobuf field read costs a wrapper object, so each is read once.
-    """
+    been taken out of the request already) or typed ones. A layout a client repeats is decoded
+    once (`Layouts`)."""
     given = request.inputs
     if raw is None:
         raw = request.raw_input_contents
@@ -118,15 +115,9 @@ def decode(request: pb.ModelInferRequest, raw: Sequence[bytes] | None = None) ->
     inputs = []
     for position, tensor in enumerate(given):
         name = tensor.name
-        datatype = tensor.datatype
-        if datatype not in DATATYPES:
-            check_datatype(name, datatype)
-        dims = tensor.shape
-        if len(dims) == 1 and (count := dims[0]) >= 0:
-            shape = [count]
-        else:
-            shape = list(dims)
-            count = element_count(name, shape)
+        datatype = check_datatype(name, tensor.datatype)
+        shape = list(tensor.shape)
+        count = element_count(name, shape)
         if raw:
             data = from_binary(name, datatype, count, raw[position])
         else:
