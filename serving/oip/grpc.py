@@ -208,24 +208,18 @@ class Layouts:
 
 @functools.lru_cache(maxsize=256)
 def _output_metadata(
-    outputs: tuple[tuple[str, str, int], ...],
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...],
 ) -> list[pb.ModelInferResponse.InferOutputTensor]:
-    """The outputs' metadata messages, made once per answer layout (names, datatypes, rows)."""
+    """The outputs' metadata messages, made once per answer layout (names, datatypes, shapes)."""
     return [
-        pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=[rows])
-        for name, datatype, rows in outputs
+        pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)
+        for name, datatype, shape in outputs
     ]
 
 
 def encode(response: InferResponse) -> pb.ModelInferResponse:
     tensors = response.outputs
-    if all(len(t.shape) == 1 for t in tensors):
-        metadata = _output_metadata(tuple((t.name, t.datatype, t.shape[0]) for t in tensors))
-    else:
-        metadata = [
-            pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype, shape=t.shape)
-            for t in tensors
-        ]
+    metadata = _output_metadata(tuple((t.name, t.datatype, tuple(t.shape)) for t in tensors))
     reply = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version,
