@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import resource
 import statistics
@@ -323,14 +324,42 @@ class Meter:
         }
 
 
-def render(results: dict[tuple[str, str, int], dict[str, float]], args: Any) -> str:
+RATIOS = (
+    ("gRPC (h2load) / JSON (wrk)", ("grpc", "h2load"), ("json", "wrk")),
+    ("gRPC / JSON (python)", ("grpc", "python"), ("json", "python")),
+    ("OIP REST / JSON (wrk)", ("oip-rest", "wrk"), ("json", "wrk")),
+    ("OIP REST / JSON (python)", ("oip-rest", "python"), ("json", "python")),
+)
+
+
+def ratios(
+    runs: dict[tuple[str, str, int], list[dict[str, float]]], n: int
+) -> list[tuple[str, list[float]]]:
+    """Each ratio of `RATIOS` at `n` clients, one per round: the two scenarios of a round ran
+    within a minute of each other, so the machine's drift between rounds cancels out."""
+    found = []
+    for label, (p, g), (bp, bg) in RATIOS:
+        top, bottom = runs.get((p, g, n), []), runs.get((bp, bg, n), [])
+        per_round = [
+            a["ok_rps"] / b["ok_rps"] if b["ok_rps"] else math.nan
+            for a, b in zip(top, bottom, strict=False)
+        ]
+        found.append((label, [r for r in per_round if math.isfinite(r)]))
+    return found
+
+
+def render(runs: dict[tuple[str, str, int], list[dict[str, float]]], args: Any) -> str:
+    results = {
+        key: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+        for key, rounds in runs.items()
+    }
     clients = sorted({n for (_, _, n) in results})
     lines = [
         f"# Protocols, single-record churn ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"One ClientInsight server ({args.workers} API worker(s), PostgreSQL persistence), "
         f"{args.seconds} s per scenario, {os.cpu_count()} cores; rounds: {args.rounds} "
-        "(median shown).",
+        "(median shown; a round runs its scenarios forward, the next backward).",
         "",
         "CPU per request: the API worker's, the churn model worker's (every thread) and the "
         "load generator's CPU time over the requests answered; rows per call: the churn "
@@ -347,21 +376,25 @@ def render(results: dict[tuple[str, str, int], dict[str, float]], args: Any) -> 
             f"{r['p99_ms']:.1f} | {r['non_2xx']:.0f} | {r['api_us']:,.0f} | "
             f"{r['model_us']:,.0f} | {r['generator_us']:,.0f} | {r['rows_per_call']:.1f} |"
         )
-    lines += ["", "| clients | gRPC (h2load) / JSON (wrk) | gRPC / JSON (python) | "
-              "OIP REST / JSON (wrk) | OIP REST / JSON (python) |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "Ratios of ok req/s, each taken within a round and then the median over rounds "
+        "(lowest to highest round in brackets):",
+        "",
+        "| clients | " + " | ".join(label for label, _, _ in RATIOS) + " |",
+        "|---|" + "---|" * len(RATIOS),
+    ]
     for n in clients:
-
-        def rps(protocol: str, generator: str, n: int = n) -> float:
-            found = results.get((protocol, generator, n))
-            return found["ok_rps"] if found else float("nan")
-
-        lines.append(
-            f"| {n} | {rps('grpc', 'h2load') / rps('json', 'wrk'):.2f}x | "
-            f"{rps('grpc', 'python') / rps('json', 'python'):.2f}x | "
-            f"{rps('oip-rest', 'wrk') / rps('json', 'wrk'):.2f}x | "
-            f"{rps('oip-rest', 'python') / rps('json', 'python'):.2f}x |"
-        )
+        cells = []
+        for _, per_round in ratios(runs, n):
+            if not per_round:
+                cells.append("-")
+                continue
+            cell = f"{statistics.median(per_round):.2f}x"
+            if len(per_round) > 1:
+                cell += f" [{min(per_round):.2f}-{max(per_round):.2f}]"
+            cells.append(cell)
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -369,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.protocols", description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", default="1,16,64")
-    parser.add_argument("--rounds", type=int, default=1, help="scenarios repeated, interleaved")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="scenarios repeated, forward then backward"
+    )
     parser.add_argument("--workers", type=int, default=1, help="CLIENTINSIGHT_API_WORKERS")
     parser.add_argument(
         "--python-load",
@@ -402,28 +437,29 @@ def main(argv: list[str] | None = None) -> int:
                 meter.start()
                 runs.setdefault(key, []).append(meter.measure(scenario(), args.seconds))
 
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 for n in [int(c) for c in args.clients.split(",")]:
+                    scenarios: list[tuple[tuple[str, str, int], Any]] = []
                     for protocol in ("json", "oip-rest"):
                         path, body, headers = requests[protocol]
-                        run(
+                        scenarios.append((
                             (protocol, "wrk", n),
                             partial(wrk_run, url, path, n, args.seconds, body, headers, work),
-                        )
-                    run(
+                        ))  # fmt: skip
+                    scenarios.append((
                         ("grpc", "h2load", n),
                         partial(h2load_grpc, target, n, args.seconds, work, env["DATABASE_URL"]),
-                    )
+                    ))  # fmt: skip
                     for protocol in PROTOCOLS if args.python_load else ():
-                        run(
+                        scenarios.append((
                             (protocol, "python", n),
                             partial(python_load, protocol, url, target, n, args.seconds),
-                        )
-    results = {
-        key: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-        for key, rounds in runs.items()
-    }
-    publish(render(results, args), "protocols")
+                        ))  # fmt: skip
+                    # Forward, then backward: a machine that slows down (or speeds up) during a
+                    # round favours neither end of the list over two rounds.
+                    for key, scenario in scenarios if round_ % 2 == 0 else scenarios[::-1]:
+                        run(key, scenario)
+    publish(render(runs, args), "protocols")
     return 0
 
 
