@@ -40,8 +40,6 @@ from models import churn  # noqa: E402
 from tests.support.postgres import free_port, throwaway_cluster  # noqa: E402
 from tests.support.records import SNAKE  # noqa: E402
 
-PROTOCOLS = ("json", "oip-rest", "grpc")
-
 
 def _columns() -> dict[str, Any]:
     record = churn.Customer.model_validate(SNAKE).model_dump()
@@ -403,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="scenarios repeated, forward then backward"
+        "--rounds", type=int, default=4, help="scenarios repeated, forward then backward"
     )
     parser.add_argument("--workers", type=int, default=1, help="CLIENTINSIGHT_API_WORKERS")
     parser.add_argument(
@@ -439,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
 
             for round_ in range(args.rounds):
                 for n in [int(c) for c in args.clients.split(",")]:
+                    # JSON, the baseline, between the two it is compared with (each ratio is
+                    # of neighbours), the C generators then the Python ones.
                     scenarios: list[tuple[tuple[str, str, int], Any]] = []
-                    for protocol in ("json", "oip-rest"):
+                    for protocol in ("oip-rest", "json"):
                         path, body, headers = requests[protocol]
                         scenarios.append((
                             (protocol, "wrk", n),
@@ -450,13 +450,13 @@ def main(argv: list[str] | None = None) -> int:
                         ("grpc", "h2load", n),
                         partial(h2load_grpc, target, n, args.seconds, work, env["DATABASE_URL"]),
                     ))  # fmt: skip
-                    for protocol in PROTOCOLS if args.python_load else ():
+                    for protocol in ("oip-rest", "json", "grpc") if args.python_load else ():
                         scenarios.append((
                             (protocol, "python", n),
                             partial(python_load, protocol, url, target, n, args.seconds),
                         ))  # fmt: skip
                     # Forward, then backward: a machine that slows down (or speeds up) during a
-                    # round favours neither end of the list over two rounds.
+                    # round favours neither side of a ratio over two rounds (so an even number).
                     for key, scenario in scenarios if round_ % 2 == 0 else scenarios[::-1]:
                         run(key, scenario)
     publish(render(runs, args), "protocols")

@@ -4,7 +4,9 @@ A scored file of 10,000 rows is 10,000 `inputs` and 10,000 `outputs` documents. 
 row's dict with `json.dumps` costs more than scoring the file; a file's columns repeat
 themselves (a few categories, a few hundred prices), so each distinct value is encoded once and
 the rows are assembled from the pieces. The text is exactly what `json.dumps` gives for the
-row's dict (NaN and infinities become null, which JSONB requires).
+row's dict (NaN and infinities become null, which JSONB requires). A short block (a single
+record's request) is written row by row by pydantic's serializer instead: the same JSON values,
+without the spaces.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic_core import to_json
 
 
 def _finite(value: Any) -> Any:
@@ -73,11 +76,26 @@ def plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _native(value: Any) -> Any:
+    """What `to_json` is handed for a type it does not know (NumPy's ints and bools)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def json_objects(columns: Mapping[str, Sequence[Any] | np.ndarray], rows: int) -> list[str]:
-    """Row i of every column as one JSON object (keys in column order), as `json.dumps` writes
-    the row's dict."""
+    """Row i of every column as one JSON object (keys in column order): as `json.dumps` writes
+    the row's dict, or (under `SMALL` rows) its compact form."""
     if not columns:
         return ["{}"] * rows
+    if rows < SMALL:
+        names = list(columns)
+        return [
+            to_json(
+                dict(zip(names, row, strict=True)), fallback=_native, inf_nan_mode="null"
+            ).decode()
+            for row in zip(*columns.values(), strict=True)
+        ]
     parts = [
         json_values(values, prefix=f"{json.dumps(name)}: ") for name, values in columns.items()
     ]

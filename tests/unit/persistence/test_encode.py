@@ -1,4 +1,5 @@
-"""Column-at-a-time JSON: the same text `json.dumps` gives for each row's dict."""
+"""Column-at-a-time JSON: the same text `json.dumps` gives for each row's dict (a short
+block: the same JSON values, compact)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from persistence.encode import json_objects, json_values, random_uuids
+from persistence.encode import SMALL, json_objects, json_values, random_uuids
 
 
 @pytest.mark.parametrize("repeat", [1, 20])  # short blocks and long (distinct-value) blocks
@@ -33,7 +34,19 @@ def test_objects_equal_json_dumps_of_each_row(repeat: int) -> None:
         {k: (v[i].item() if isinstance(v[i], np.generic) else v[i]) for k, v in columns.items()}
         for i in range(n)
     ]
-    assert json_objects(columns, n) == [json.dumps(row) for row in rows]
+    encoded = json_objects(columns, n)
+    assert [json.loads(text) for text in encoded] == rows
+    assert [list(json.loads(text)) for text in encoded] == [list(columns)] * n  # key order
+    if n >= SMALL:  # long blocks: the very text json.dumps gives
+        assert encoded == [json.dumps(row) for row in rows]
+
+
+@pytest.mark.parametrize("rows", [1, SMALL])
+def test_nan_in_a_row_is_null_and_a_value_that_is_not_json_fails(rows: int) -> None:
+    encoded = json_objects({"p": np.array([np.nan] * rows), "q": [math.inf] * rows}, rows)
+    assert [json.loads(text) for text in encoded] == [{"p": None, "q": None}] * rows
+    with pytest.raises((TypeError, ValueError), match="is not JSON"):
+        json_objects({"when": [object()] * rows}, rows)
 
 
 @pytest.mark.parametrize("repeat", [1, 20])
