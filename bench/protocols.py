@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import resource
 import statistics
@@ -338,11 +337,10 @@ def ratios(
     found = []
     for label, (p, g), (bp, bg) in RATIOS:
         top, bottom = runs.get((p, g, n), []), runs.get((bp, bg, n), [])
-        per_round = [
-            a["ok_rps"] / b["ok_rps"] if b["ok_rps"] else math.nan
-            for a, b in zip(top, bottom, strict=False)
-        ]
-        found.append((label, [r for r in per_round if math.isfinite(r)]))
+        found.append((
+            label,
+            [a["ok_rps"] / b["ok_rps"] for a, b in zip(top, bottom, strict=False) if b["ok_rps"]],
+        ))  # fmt: skip
     return found
 
 
