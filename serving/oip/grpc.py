@@ -21,7 +21,6 @@ import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -36,17 +35,14 @@ from serving.oip import open_inference_grpc_pb2 as pb
 from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
 from serving.oip.dataplane import (
     DataPlane,
-    InferenceModel,
     InferRequest,
     InferResponse,
     RequestedOutput,
     Serving,
-    check_layout,
-    validate,
 )
+from serving.oip.layouts import Layouts
 from serving.oip.tensors import (
     Tensor,
-    binary_reader,
     check_datatype,
     element_count,
     from_binary,
@@ -103,7 +99,7 @@ def _parameters(parameters: Any) -> dict[str, Any]:
 def decode(request: pb.ModelInferRequest, raw: Sequence[bytes] | None = None) -> InferRequest:
     """The request's tensors, from raw contents (one per input, in order; `raw` when they have
     been taken out of the request already) or typed ones. A layout a client repeats is decoded
-    once (`Layouts`)."""
+    once (`read`)."""
     given = request.inputs
     if raw is None:
         raw = request.raw_input_contents
@@ -136,74 +132,31 @@ def decode(request: pb.ModelInferRequest, raw: Sequence[bytes] | None = None) ->
     return InferRequest(inputs, request.id, _parameters(request.parameters), outputs)
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """A request's tensors without their values, read and checked once."""
+def read(
+    layouts: Layouts, plane: DataPlane, request: pb.ModelInferRequest
+) -> tuple[InferRequest, list[BaseModel] | None]:
+    """The request's tensors and, where its layout is known or kept, its validated records.
 
-    model: InferenceModel
-    rows: int
-    #: Per input, in order: its name and the reader of its raw contents.
-    readers: tuple[tuple[str, Callable[[bytes], list[Any]]], ...]
-    #: The request without its values and id (its parameters and requested outputs).
-    request: InferRequest
-
-
-class Layouts:
-    """The layouts of the requests gRPC clients send, so that a repeated one is not read again.
-
-    A client sends the values of its tensors in raw contents and repeats everything else:
-    names, datatypes, shapes, parameters, the outputs it asks for (tritonclient builds the same
-    inputs for every call). Reading and checking those costs more than the values, for the 20
-    single-element tensors of one churn customer. So the request without its values and its
-    id is the key to what was read from it; only the values are read per call, with the same
-    checks and messages. Bounded: the first layouts seen stay, up to `size`; requests larger
-    than `max_key_bytes` without their values are read in full every time.
+    The key is the request without its raw contents and id (`serving/oip/layouts.py`): takes
+    both out of `request` (the caller does not need them again).
     """
-
-    def __init__(self, plane: DataPlane, size: int = 256, max_key_bytes: int = 16_384) -> None:
-        self.plane = plane
-        self.size, self.max_key_bytes = size, max_key_bytes
-        self._known: dict[bytes, _Layout] = {}
-
-    def read(self, request: pb.ModelInferRequest) -> tuple[InferRequest, list[BaseModel] | None]:
-        """The request's tensors and, where its layout allows, its validated records.
-
-        Takes the values and the id out of `request` (the caller does not need them again).
-        """
-        raw = list(request.raw_input_contents)
-        if not raw:  # typed contents: the values are in the layout
-            return decode(request), None
-        request_id = request.id
-        request.ClearField("raw_input_contents")
-        request.ClearField("id")
-        key = request.SerializeToString(deterministic=True)
-        layout = self._known.get(key)
-        if layout is None:
-            decoded = decode(request, raw)
-            decoded.id = request_id
-            if len(key) > self.max_key_bytes or len(self._known) >= self.size:
-                return decoded, None
-            model = self.plane.model(request.model_name)
-            rows = check_layout(model, decoded)
-            self._known[key] = _Layout(
-                model,
-                rows,
-                tuple(
-                    (
-                        t.name,
-                        binary_reader(t.name, t.datatype, element_count(t.name, t.shape)),
-                    )
-                    for t in decoded.inputs
-                ),
-                InferRequest([], "", decoded.parameters, decoded.outputs),
-            )
-            return decoded, validate(model, {t.name: t.data for t in decoded.inputs}, rows)
-        if len(raw) != len(layout.readers):
-            decode(request, raw)  # the error that names the mismatch
-        columns = {name: read(raw[i]) for i, (name, read) in enumerate(layout.readers)}
-        validated = validate(layout.model, columns, layout.rows)
-        known = layout.request
-        return InferRequest([], request_id, known.parameters, known.outputs), validated
+    raw = list(request.raw_input_contents)
+    if not raw:  # typed contents: the values are in the layout
+        return decode(request), None
+    request_id = request.id
+    request.ClearField("raw_input_contents")
+    request.ClearField("id")
+    key = request.SerializeToString(deterministic=True)
+    layout = layouts.get(key)
+    if layout is None:
+        decoded = decode(request, raw)
+        decoded.id = request_id
+        model = plane.model(request.model_name)
+        return decoded, layouts.learn(key, len(key), model, decoded)
+    if len(raw) != len(layout.readers):
+        decode(request, raw)  # the error that names the mismatch
+    known = layout.request
+    return InferRequest([], request_id, known.parameters, known.outputs), layout.records(raw)
 
 
 @functools.lru_cache(maxsize=256)
@@ -239,7 +192,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.plane = plane
         self.serving = serving
         self.policy = policy
-        self.layouts = Layouts(plane)
+        self.layouts = Layouts()
 
     async def _answer(
         self,
@@ -317,7 +270,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
         async def infer() -> pb.ModelInferResponse:
-            decoded, validated = self.layouts.read(request)
+            decoded, validated = read(self.layouts, self.plane, request)
             response = await self.plane.infer(
                 self.serving,
                 request.model_name,

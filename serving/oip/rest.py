@@ -19,12 +19,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serving.errors import ApiError
 from serving.oip.dataplane import DataPlane, InferRequest, InferResponse, RequestedOutput
+from serving.oip.layouts import Layouts
 from serving.oip.tensors import (
     DATATYPES,
     Tensor,
@@ -38,6 +40,8 @@ from serving.oip.tensors import (
 from serving.routes import loads
 
 HEADER_LENGTH = "inference-header-content-length"
+#: Where each input's values lie in a binary body's binary part.
+Spans = tuple[tuple[int, int], ...]
 PROTOCOL = "oip-rest"
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -84,24 +88,35 @@ def _keys(document: dict[str, Any]) -> int:
     return keys
 
 
-def parse(body: bytes, header_length: str | None) -> InferRequest:
-    """An inference request from its body: JSON, or a JSON header and binary tensors."""
+def header_size(body: bytes, header_length: str | None) -> int | None:
+    """Where the JSON header ends (`Inference-Header-Content-Length`); None for a JSON body."""
+    if header_length is None:
+        return None
+    size = header_length.strip()
+    if not (size.isascii() and size.isdigit() and int(size) <= len(body)):
+        raise invalid(
+            f"Inference-Header-Content-Length {header_length!r} is not a byte count "
+            f"within the {len(body)}-byte body",
+            "Inference-Header-Content-Length",
+        )
+    return int(size)
+
+
+def parse(body: bytes, header_length: str | None) -> tuple[InferRequest, Spans | None]:
+    """An inference request from its body: JSON, or a JSON header and binary tensors. With it,
+    where each input's values lie in the binary part when they all are there (None when any
+    is in the header's `data`)."""
     binary = b""
-    if header_length is not None:
-        header_size = int(header_length) if header_length.strip().isdigit() else -1
-        if not 0 <= header_size <= len(body):
-            raise invalid(
-                f"Inference-Header-Content-Length {header_length!r} is not a byte count "
-                f"within the {len(body)}-byte body",
-                "Inference-Header-Content-Length",
-            )
-        body, binary = body[:header_size], body[header_size:]
+    size = header_size(body, header_length)
+    if size is not None:
+        body, binary = body[:size], body[size:]
     document = _dict(_header(body), "request body")
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list):
         raise invalid("inputs: a list of tensors is required", "inputs")
     offset = 0
     inputs = []
+    spans: list[tuple[int, int]] | None = []
     # One pass, each key read once: this loop runs once per feature column of every request.
     for position, spec in enumerate(raw_inputs):
         if type(spec) is not dict:
@@ -131,8 +146,11 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
                     name,
                 )
             data = from_binary(name, datatype, count, binary[offset:end])
+            if spans is not None:
+                spans.append((offset, end))
             offset = end
         elif "data" in spec:
+            spans = None
             data = flatten(name, spec["data"])
             if len(data) != count:
                 raise invalid(
@@ -158,9 +176,29 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise invalid("id must be a string", "id")
-    return InferRequest(
+    request = InferRequest(
         inputs, request_id, _dict(document.get("parameters"), "parameters"), outputs
     )
+    return request, None if spans is None else tuple(spans)
+
+
+def read(
+    layouts: Layouts, plane: DataPlane, name: str, body: bytes, header_length: str | None
+) -> tuple[InferRequest, list[BaseModel] | None]:
+    """The request to model `name` and, where its layout is known or kept, its validated
+    records. The key is the model and the JSON header of a binary request, which holds no
+    values (`serving/oip/layouts.py`); a header with values in it is read in full."""
+    size = header_size(body, header_length)
+    if size is None:
+        return parse(body, header_length)[0], None
+    key = (name, body[:size])
+    layout = layouts.get(key)
+    if layout is not None and len(body) - size == layout.binary_size:
+        return layout.request, layout.records(layout.split(body[size:]))
+    request, spans = parse(body, header_length)
+    if spans is None:
+        return request, None
+    return request, layouts.learn(key, size, plane.model(name), request, spans)
 
 
 def answer(response: InferResponse, request: InferRequest) -> Response:
@@ -229,10 +267,13 @@ def install(app: FastAPI, plane: DataPlane, service: Callable[[], Any]) -> None:
         await plane.model_ready(service(), name, version)
         return JSONResponse({"name": name, "ready": True})
 
+    layouts = Layouts()
+
     async def infer(request: Request) -> Response:
         name, version = _target(request)
-        parsed = parse(await request.body(), request.headers.get(HEADER_LENGTH))
-        response = await plane.infer(service(), name, version, parsed, PROTOCOL)
+        body = await request.body()
+        parsed, validated = read(layouts, plane, name, body, request.headers.get(HEADER_LENGTH))
+        response = await plane.infer(service(), name, version, parsed, PROTOCOL, validated)
         return answer(response, parsed)
 
     get("/v2/health/live", live)

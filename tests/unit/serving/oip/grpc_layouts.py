@@ -10,7 +10,8 @@ from models.catalog import FAMILIES
 from serving.errors import ApiError
 from serving.oip import open_inference_grpc_pb2 as pb
 from serving.oip.dataplane import DataPlane, records
-from serving.oip.grpc import Layouts, decode
+from serving.oip.grpc import decode, read
+from serving.oip.layouts import Layouts
 from serving.oip.tensors import datatype_of, to_binary
 from tests.support.records import SNAKE
 
@@ -46,42 +47,42 @@ def _refusal(call: Any) -> str:
 
 
 def a_repeated_layout_reads_as_the_first() -> None:
-    layouts = Layouts(PLANE)
+    layouts = Layouts()
     first = [customer(), customer(customer_id="B-2", tenure=40)]
     second = [customer(customer_id="C-3", tenure=3), customer(monthly_charges=99.5)]
     for rows, request_id in ((first, "one"), (second, "two"), (first, "three")):
         expected = _uncached(churn_request(rows))
-        decoded, validated = layouts.read(churn_request(rows, request_id))
+        decoded, validated = read(layouts, PLANE, churn_request(rows, request_id))
         assert validated == expected, (validated, expected)
         assert decoded.id == request_id
     assert len(layouts._known) == 1  # one layout, values and ids apart
 
 
 def a_bad_value_in_a_known_layout_is_the_same_400() -> None:
-    layouts = Layouts(PLANE)
-    layouts.read(churn_request([customer()]))
+    layouts = Layouts()
+    read(layouts, PLANE, churn_request([customer()]))
     for bad in (customer(tenure=-1), customer(contract="Decade")):
         cold = _refusal(lambda bad=bad: _uncached(churn_request([bad])))
-        warm = _refusal(lambda bad=bad: layouts.read(churn_request([bad])))
+        warm = _refusal(lambda bad=bad: read(layouts, PLANE, churn_request([bad])))
         assert warm == cold and "input '" in warm, (warm, cold)
     truncated = churn_request([customer()])
     truncated.raw_input_contents[3] = b""  # a BOOL with no byte
-    message = _refusal(lambda: layouts.read(truncated))
+    message = _refusal(lambda: read(layouts, PLANE, truncated))
     assert "0 bytes of BOOL data" in message, message
     short = churn_request([customer()])
     del short.raw_input_contents[-1]
-    assert "raw_input_contents holds" in _refusal(lambda: layouts.read(short))
+    assert "raw_input_contents holds" in _refusal(lambda: read(layouts, PLANE, short))
 
 
 def layouts_differ_by_shape_and_names_and_stay_bounded() -> None:
-    layouts = Layouts(PLANE, size=2)
+    layouts = Layouts(size=2)
     without = {k: v for k, v in customer().items() if k != "gender"}
-    message = _refusal(lambda: layouts.read(churn_request([without])))
+    message = _refusal(lambda: read(layouts, PLANE, churn_request([without])))
     assert "input 'gender' is missing" in message and not layouts._known, message
-    layouts.read(churn_request([customer()]))
-    layouts.read(churn_request([customer(), customer(customer_id="X")]))
+    read(layouts, PLANE, churn_request([customer()]))
+    read(layouts, PLANE, churn_request([customer(), customer(customer_id="X")]))
     assert len(layouts._known) == 2
     third = [customer(), customer(), customer()]
-    decoded, validated = layouts.read(churn_request(third))  # full: read, not kept
+    decoded, validated = read(layouts, PLANE, churn_request(third))  # full: read, not kept
     assert validated is None and len(layouts._known) == 2
     assert records(PLANE.model("churn"), decoded) == _uncached(churn_request(third))
