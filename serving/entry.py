@@ -137,6 +137,7 @@ class Entry:
             max_in_flight=settings.model_calls_in_flight,
             fill_rows=settings.batch_fill_rows,
             max_hold_s=settings.batch_max_hold_s,
+            busy_hold_s=settings.batch_busy_hold_s,
         )
         # A sample of requests, scored again by the challenger after the answer has gone.
         shadow: Shadow[Any, Any] = Shadow(

@@ -130,6 +130,11 @@ class ServingSettings(BaseSettings):
     batch_max_hold_s: float = Field(
         default=0.01, ge=0, le=1, validation_alias="CLIENTINSIGHT_BATCH_MAX_HOLD_S"
     )
+    #: After a model call that returns with `batch_fill_rows` records outstanding (load that
+    #: fills calls), the next waits this long for them instead of starting at once (0: at once).
+    batch_busy_hold_s: float = Field(
+        default=0.003, ge=0, le=1, validation_alias="CLIENTINSIGHT_BATCH_BUSY_HOLD_S"
+    )
     api_workers: int = Field(default=1, ge=1, validation_alias="CLIENTINSIGHT_API_WORKERS")
     #: The Open Inference Protocol's gRPC port, served by every API worker (they share it);
     #: 0 turns gRPC off. It listens on the same address as the HTTP port.

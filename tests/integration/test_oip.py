@@ -203,7 +203,7 @@ def test_bad_tensors_get_the_protocols_errors(sqlite_server: Server) -> None:
     superscript = httpx.post(
         f"{sqlite_server.url}/v2/models/churn/infer",
         content=header,
-        headers={"Inference-Header-Content-Length": b"\xb2"},
+        headers={b"Inference-Header-Content-Length": b"\xb2"},
     )
     _oip_error(superscript, 400, "Inference-Header-Content-Length")
     _oip_error(
