@@ -12,7 +12,7 @@ pair, so a page costs an index range read whatever its depth, and rows inserted 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     case,
     cast,
+    delete,
     func,
     insert,
     literal,
@@ -33,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from persistence.tables import prediction_rollups, predictions, rollup_marks
+from persistence.tables import prediction_rollups, predictions, rollup_marks, stale_rollup_hours
 
 #: Which stored documents a grouping or a filter may read.
 DOCUMENTS = ("inputs", "outputs")
@@ -299,42 +300,74 @@ def _pieces(
     return pieces
 
 
+def stale_hours(created_at: Iterable[datetime], now: datetime) -> set[datetime]:
+    """The hours of rows written at `now` that may be rolled up already (a journal replayed
+    after an outage); the writer records them in `stale_rollup_hours` with the rows."""
+    line = now - ROLLUP_LAG
+    return {_floor_hour(at) for at in created_at if at < line}
+
+
 def refresh(
     connection: Connection, *, scope: str, grouping: str, now: datetime | None, roll: Any
 ) -> datetime:
-    """Roll up the whole hours since the grouping's mark (`roll(lo, hi)`), move the mark, and
-    return it. One transaction under an advisory lock, so API workers never roll up an hour
-    twice; a mark already fresh costs one primary-key read."""
+    """Roll up the whole hours since the grouping's mark (`roll(lo, hi)`) and the hours that
+    went stale since its last look (rows written late into them), move the mark, and return
+    it. One transaction under an advisory lock, so API workers never roll up an hour twice; a
+    mark already fresh costs one primary-key read and one index read."""
     upper = _floor_hour((now or datetime.now(UTC)) - ROLLUP_LAG)
-    m = rollup_marks.c
+    m, s = rollup_marks.c, stale_rollup_hours.c
     where = (m.scope == scope, m.grouping == grouping)
-    mark = connection.execute(select(m.rolled_until).where(*where)).scalar_one_or_none()
-    if mark is not None and mark >= upper:
+    newest_stale = select(func.coalesce(func.max(s.seq), 0))
+    fresh = connection.execute(
+        select(m.rolled_until, m.stale_seen, newest_stale.scalar_subquery()).where(*where)
+    ).one_or_none()
+    if fresh is not None and fresh[0] >= upper and fresh[1] >= fresh[2]:
         connection.commit()
-        return mark
+        return fresh[0]
     connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"{scope}/{grouping}"))))
-    mark = connection.execute(select(m.rolled_until).where(*where)).scalar_one_or_none()
-    if mark is None or mark < upper:
-        if mark is None:
-            c = predictions.c
-            oldest = select(func.min(c.created_at))
-            if scope != "*":
-                oldest = oldest.where(c.model_name == scope)
-            found = connection.execute(oldest).scalar_one_or_none()
-            lower = upper if found is None else min(_floor_hour(found), upper)
-        else:
-            lower = mark
+    state = connection.execute(select(m.rolled_until, m.stale_seen).where(*where)).one_or_none()
+    seen = connection.execute(newest_stale).scalar_one()
+    if state is None:
+        c = predictions.c
+        oldest = select(func.min(c.created_at))
+        if scope != "*":
+            oldest = oldest.where(c.model_name == scope)
+        found = connection.execute(oldest).scalar_one_or_none()
+        lower = upper if found is None else min(_floor_hour(found), upper)
         if lower < upper:
             roll(lower, upper)
-        if mark is None:
-            connection.execute(
-                insert(rollup_marks).values(scope=scope, grouping=grouping, rolled_until=upper)
+        connection.execute(
+            insert(rollup_marks).values(
+                scope=scope, grouping=grouping, rolled_until=upper, stale_seen=seen
             )
-        else:
-            connection.execute(update(rollup_marks).where(*where).values(rolled_until=upper))
+        )
+        connection.commit()
+        return upper
+    mark, stale_seen = state
+    if stale_seen < seen:
+        hours = connection.execute(
+            select(s.hour).distinct().where(s.seq > stale_seen, s.seq <= seen, s.hour < mark)
+        ).scalars()
+        for hour in sorted(hours):
+            _unroll(connection, scope, grouping, hour, hour + timedelta(hours=1))
+            roll(hour, hour + timedelta(hours=1))
+    if mark < upper:
+        roll(mark, upper)
         mark = upper
+    connection.execute(
+        update(rollup_marks).where(*where).values(rolled_until=mark, stale_seen=seen)
+    )
     connection.commit()
     return mark
+
+
+def _unroll(connection: Connection, scope: str, grouping: str, lo: datetime, hi: datetime) -> None:
+    """Delete the grouping's rollups of `[lo, hi)`, to roll those hours up again."""
+    r = prediction_rollups.c
+    statement = delete(prediction_rollups).where(r.grouping == grouping, r.hour >= lo, r.hour < hi)
+    if scope != "*":
+        statement = statement.where(r.model_name == scope)
+    connection.execute(statement)
 
 
 def _roll(

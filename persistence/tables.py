@@ -15,7 +15,9 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -112,10 +114,21 @@ prediction_rollups = Table(
 
 #: Up to when each (scope, grouping) is rolled up: hours before `rolled_until` are in
 #: `prediction_rollups`; later ones are read from `predictions`. Scope: a model name, or `*`.
+#: `stale_seen`: the last `stale_rollup_hours` record this grouping has rolled up again.
 rollup_marks = Table(
     "rollup_marks",
     Base.metadata,
     Column("scope", String(64), primary_key=True),
     Column("grouping", String(200), primary_key=True),
     Column("rolled_until", DateTime(timezone=True), nullable=False),
+    Column("stale_seen", BigInteger, nullable=False, server_default="0"),
+)
+
+#: Hours that received rows after they may have been rolled up (a journal replayed after an
+#: outage): each grouping rolls them up again at its next refresh (migration 0008).
+stale_rollup_hours = Table(
+    "stale_rollup_hours",
+    Base.metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), Identity(), primary_key=True),
+    Column("hour", DateTime(timezone=True), nullable=False),
 )

@@ -26,8 +26,9 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, Text, Uuid, column, insert, table
 
 from persistence.encode import json_objects, plain, random_uuids
+from persistence.history import stale_hours
 from persistence.journal import Journal, UnreadableSegment
-from persistence.tables import predictions
+from persistence.tables import predictions, stale_rollup_hours
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ COLUMNS: tuple[str, ...] = (
     "shadow_of",
     "protocol",
 )
+_CREATED_AT = COLUMNS.index("created_at")
 #: What journal rows written before the last columns existed hold there: champion answers
 #: (no `shadow_of`) that came by the HTTP API.
 _OLD_ROW_DEFAULTS: tuple[Any, ...] = ("champion", None, "http")
@@ -504,6 +506,12 @@ class PredictionWriter:
         with self._engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 _copy(connection, rows, idempotent)
+                # Rows late for hours the aggregates rolled up (rollups are PostgreSQL's).
+                stale = stale_hours((row[_CREATED_AT] for row in rows), datetime.now(UTC))
+                if stale:
+                    connection.execute(
+                        insert(stale_rollup_hours), [{"hour": hour} for hour in sorted(stale)]
+                    )
             else:
                 dicts = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
                 statement = insert(_AS_TEXT)

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ from models.settings import ModelSettings
 from persistence import history, migrate
 from persistence.db import make_engine
 from persistence.tables import predictions
+from persistence.writer import PredictionBlock, PredictionWriter, prediction_block
 from serving.access import hash_key
 from serving.keys import new_key
 from tests.support.history import T0, churn_row, seed
 from tests.support.models import mlflow_env
 from tests.support.postgres import Cluster
 from tests.support.predictions import wait_for_rows
-from tests.support.records import SNAKE
+from tests.support.records import SNAKE, recording
 from tests.support.server import Server, serve
 
 pytestmark = [pytest.mark.postgres]
@@ -155,6 +157,81 @@ def test_rollups_answer_as_the_table_does_and_stay_fresh(postgres_url: str) -> N
         direct = history.hourly(connection, since=WEEK[0], until=day, now=T0 - timedelta(days=30))
         assert volume == direct and sum(h.count for h in volume) == 19
     engine.dispose()
+
+
+def test_rows_written_late_into_a_rolled_up_hour_are_counted(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A journal replayed after an outage writes rows into hours already rolled up: the writer
+    records those hours as stale with the rows, and the next refresh of every grouping rolls
+    them up again, once."""
+    migrate.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    seed(engine)
+    tenure: dict[str, Any] = {
+        "model_name": "churn",
+        "document": "inputs",
+        "key": "tenure",
+        "bands": (12, 24, 48),
+        "band_names": ("<12", "12-24", "24-48", ">=48"),
+        "rate_key": "churn",
+    }
+    now, day = T0 + timedelta(hours=2), T0 + timedelta(days=1)
+
+    def figures(at: datetime) -> tuple[list[history.Group], list[history.Hour]]:
+        with engine.connect() as connection:
+            return (
+                history.groups(connection, since=WEEK[0], until=day, now=at, **tenure),
+                history.hourly(connection, since=WEEK[0], until=day, now=at),
+            )
+
+    def in_table(model: str = "%") -> int:
+        query = (
+            "select count(*) from predictions where role = 'champion' and model_name like :m "
+            "and created_at >= :lo and created_at < :hi"
+        )
+        with engine.connect() as connection:
+            found = connection.execute(text(query), {"m": model, "lo": WEEK[0], "hi": day})
+            return int(found.scalar_one())
+
+    rolled_before, _ = figures(now)  # rolls up every hour to T0 + 1 h
+    writer = PredictionWriter(lambda: make_engine(postgres_url), journal_dir=tmp_path / "j")
+    writer.start()
+    late = dataclasses.replace(_churn_block(3, tenure=60), created_at=T0 - timedelta(minutes=30))
+    writer.submit(late)
+    writer.submit(_churn_block(2, tenure=60))  # written on time: no stale hour
+    assert writer.flush(30)
+    writer.close()
+    with engine.connect() as connection:
+        stale = connection.execute(text("select hour from stale_rollup_hours")).scalars().all()
+    assert stale == [T0 - timedelta(hours=1)]
+    groups, hours = figures(now)
+    # The rollups agree with the table again: the late rows' hour was rolled up again.
+    assert sum(g.count for g in groups) == sum(g.count for g in rolled_before) + 3
+    assert sum(g.count for g in groups) == in_table("churn")
+    assert [g.count for g in groups if g.value == ">=48"] == [2 + 3]
+    assert sum(h.count for h in hours) == in_table()
+    assert figures(now) == (groups, hours)  # rolled up again once, not at every refresh
+    engine.dispose()
+
+
+def _churn_block(n: int, *, tenure: int) -> PredictionBlock:
+    return prediction_block(
+        recording=recording(
+            "churn", entity_field="customer_id", score_field="p", label_field="band"
+        ),
+        request_id="late",
+        source="api",
+        inputs={"customer_id": [f"late{i}" for i in range(n)], "tenure": [tenure] * n},
+        outputs={
+            "customer_id": [f"late{i}" for i in range(n)],
+            "p": [0.9] * n,
+            "band": ["high"] * n,
+            "churn": [True] * n,
+            "model_version": ["1"] * n,
+        },
+        latency_ms=5.0,
+    )
 
 
 @pytest.fixture(scope="module")
