@@ -40,7 +40,7 @@ from serving import errors, tuning
 from serving.access import AccessPolicy
 from serving.batching import MicroBatcher
 from serving.errors import ApiError
-from serving.metrics import WriterMetrics
+from serving.metrics import GrpcMetrics, WriterMetrics
 from serving.oip.dataplane import DataPlane, InferenceModel
 from serving.routes import Scored, Upload
 from serving.settings import family_settings, get_serving_settings
@@ -172,6 +172,7 @@ class Entry:
             shared=self.settings.api_workers > 1,
             servers=self.settings.grpc_servers,
             max_message_bytes=self.policy.max_json_body_bytes,
+            metrics=GrpcMetrics(),
         )
         await self.grpc.start()
 

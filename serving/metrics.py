@@ -42,3 +42,27 @@ class WriterMetrics:
     def depth(self, queued: int, journaled: int) -> None:
         self._queue.set(queued)
         self._journal.set(journaled)
+
+
+class GrpcMetrics:
+    """gRPC calls by method and status code, and their durations: what BentoML's
+    `bentoml_service_request_*` count for HTTP, which the gRPC servers do not pass through."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self._calls = Counter(
+            "clientinsight_grpc_requests",
+            "gRPC calls answered, by method and status code",
+            ["method", "code"],
+        )
+        self._seconds = Histogram(
+            "clientinsight_grpc_request_duration_seconds",
+            "Seconds from a gRPC call's start to its answer, by method",
+            ["method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+        )
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self._calls.labels(method, code).inc()
+        self._seconds.labels(method).observe(seconds)

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 
 from serving.access import AccessPolicy
 from serving.errors import ApiError
+from serving.metrics import GrpcMetrics
 from serving.oip import open_inference_grpc_pb2 as pb
 from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
 from serving.oip.dataplane import (
@@ -188,19 +190,30 @@ def encode(response: InferResponse) -> pb.ModelInferResponse:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The six methods, each answering through `_answer` (keys, limits, errors in one place)."""
 
-    def __init__(self, plane: DataPlane, serving: Serving, policy: AccessPolicy) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        serving: Serving,
+        policy: AccessPolicy,
+        metrics: GrpcMetrics | None = None,
+    ) -> None:
         self.plane = plane
         self.serving = serving
         self.policy = policy
+        self.metrics = metrics
         self.layouts = Layouts()
 
     async def _answer(
         self,
         context: aio.ServicerContext,
+        method: str,
         work: Callable[[], Awaitable[Reply]],
         needs_key: bool = True,
     ) -> Reply:
-        """`work`'s reply; a refusal as its gRPC status, with the message that names it."""
+        """`work`'s reply; a refusal as its gRPC status, with the message that names it. Each
+        call is counted by method and code, and timed (`serving/metrics.py`)."""
+        started = time.perf_counter()
+        code = "UNKNOWN"  # an exception no one turned into a status: gRPC answers UNKNOWN
         try:
             if needs_key and not self.policy.open:
                 metadata = [
@@ -208,11 +221,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     for k, v in context.invocation_metadata() or ()
                 ]
                 self.policy.authorize(self.policy.presented_in(metadata), "key")
-            return await work()
+            reply = await work()
+            code = "OK"
+            return reply
         except ApiError as error:
             error.log_line("gRPC", SERVICE)
-            code = CODES.get(error.status, grpc.StatusCode.INTERNAL)
-            await context.abort(code, error.message)
+            status = CODES.get(error.status, grpc.StatusCode.INTERNAL)
+            code = status.name
+            await context.abort(status, error.message)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(method, code, time.perf_counter() - started)
         raise AssertionError("abort returns only by raising")  # pragma: no cover
 
     async def ServerLive(
@@ -226,7 +245,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def ready() -> pb.ServerReadyResponse:
             return pb.ServerReadyResponse(ready=not await self.plane.ready(self.serving))
 
-        return await self._answer(context, ready, needs_key=False)
+        return await self._answer(context, "ServerReady", ready, needs_key=False)
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: aio.ServicerContext
@@ -240,7 +259,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
 
-        return await self._answer(context, ready)
+        return await self._answer(context, "ModelReady", ready)
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
@@ -248,7 +267,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def metadata() -> pb.ServerMetadataResponse:
             return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
-        return await self._answer(context, metadata)
+        return await self._answer(context, "ServerMetadata", metadata)
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
@@ -264,7 +283,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 outputs=[tensor(**spec) for spec in found["outputs"]],
             )
 
-        return await self._answer(context, metadata)
+        return await self._answer(context, "ModelMetadata", metadata)
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
@@ -282,7 +301,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             context.set_trailing_metadata((("x-request-id", response.request_id),))
             return encode(response)
 
-        return await self._answer(context, infer)
+        return await self._answer(context, "ModelInfer", infer)
 
 
 class GrpcServer:
@@ -299,12 +318,13 @@ class GrpcServer:
         shared: bool,
         servers: int,
         max_message_bytes: int,
+        metrics: GrpcMetrics | None = None,
     ) -> None:
         self.plane, self.serving = plane, serving
         self.host, self.port, self.shared = host, port, shared
         self.address = f"{host}:{port}"
         self.health = health.aio.HealthServicer()
-        servicer = InferenceServicer(plane, serving, policy)
+        servicer = InferenceServicer(plane, serving, policy, metrics)
         self.servers: list[aio.Server] = []
         for _ in range(servers):
             server = aio.server(

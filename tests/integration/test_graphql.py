@@ -32,6 +32,15 @@ pytestmark = [pytest.mark.postgres]
 
 USER, HISTORY, ADMIN = new_key(), new_key(), new_key()
 WEEK = (T0 - timedelta(days=7), T0 + timedelta(hours=1))
+#: The churn rate by tenure band, as `/graphql` asks `history.groups` for it.
+TENURE: dict[str, Any] = {
+    "model_name": "churn",
+    "document": "inputs",
+    "key": "tenure",
+    "bands": (12, 24, 48),
+    "band_names": ("<12", "12-24", "24-48", ">=48"),
+    "rate_key": "churn",
+}
 
 
 def test_history_queries_on_postgres(postgres_url: str) -> None:
@@ -104,22 +113,14 @@ def test_rollups_answer_as_the_table_does_and_stay_fresh(postgres_url: str) -> N
     migrate.upgrade(postgres_url)
     engine = make_engine(postgres_url)
     seed(engine)
-    tenure: dict[str, Any] = {
-        "model_name": "churn",
-        "document": "inputs",
-        "key": "tenure",
-        "bands": (12, 24, 48),
-        "band_names": ("<12", "12-24", "24-48", ">=48"),
-        "rate_key": "churn",
-    }
     # Rows are 11:43..12:00 (churn) and 10:15..10:20 (credit) on T0's day.
     partial = (T0 - timedelta(minutes=10), T0 + timedelta(hours=2, minutes=30))
     with engine.connect() as connection:
         before_rollups = history.groups(
-            connection, since=WEEK[0], until=WEEK[1], now=T0 - timedelta(days=30), **tenure
+            connection, since=WEEK[0], until=WEEK[1], now=T0 - timedelta(days=30), **TENURE
         )
         rolled = history.groups(
-            connection, since=WEEK[0], until=WEEK[1], now=T0 + timedelta(hours=2), **tenure
+            connection, since=WEEK[0], until=WEEK[1], now=T0 + timedelta(hours=2), **TENURE
         )
         assert rolled == before_rollups
         assert [(g.value, g.count) for g in rolled] == [
@@ -138,7 +139,7 @@ def test_rollups_answer_as_the_table_does_and_stay_fresh(postgres_url: str) -> N
         assert in_rollups == 12
         # Part rollup (12:00..13:00), part table (11:50..12:00): rows 0..10 minutes back.
         edges = history.groups(
-            connection, since=partial[0], until=partial[1], now=T0 + timedelta(hours=2), **tenure
+            connection, since=partial[0], until=partial[1], now=T0 + timedelta(hours=2), **TENURE
         )
         assert sum(g.count for g in edges) == 11
         # A new row two hours on: the next refresh rolls up its hour and counts it.
@@ -149,7 +150,7 @@ def test_rollups_answer_as_the_table_does_and_stay_fresh(postgres_url: str) -> N
         connection.commit()
         day = T0 + timedelta(days=1)
         later = history.groups(
-            connection, since=WEEK[0], until=day, now=T0 + timedelta(hours=3), **tenure
+            connection, since=WEEK[0], until=day, now=T0 + timedelta(hours=3), **TENURE
         )
         assert sum(g.count for g in later) == 13
         assert [g.count for g in later if g.value == ">=48"] == [3]
@@ -168,20 +169,12 @@ def test_rows_written_late_into_a_rolled_up_hour_are_counted(
     migrate.upgrade(postgres_url)
     engine = make_engine(postgres_url)
     seed(engine)
-    tenure: dict[str, Any] = {
-        "model_name": "churn",
-        "document": "inputs",
-        "key": "tenure",
-        "bands": (12, 24, 48),
-        "band_names": ("<12", "12-24", "24-48", ">=48"),
-        "rate_key": "churn",
-    }
     now, day = T0 + timedelta(hours=2), T0 + timedelta(days=1)
 
     def figures(at: datetime) -> tuple[list[history.Group], list[history.Hour]]:
         with engine.connect() as connection:
             return (
-                history.groups(connection, since=WEEK[0], until=day, now=at, **tenure),
+                history.groups(connection, since=WEEK[0], until=day, now=at, **TENURE),
                 history.hourly(connection, since=WEEK[0], until=day, now=at),
             )
 

@@ -5,6 +5,7 @@ the catalog serves. Each output must equal the JSON API's answer for the same ro
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -258,6 +259,34 @@ def test_grpc_refusals_carry_the_status_and_the_problem(sqlite_server: Server) -
         model_version="1",
     )
     assert pinned_ok.get_response().model_version == "1"
+
+
+def _grpc_calls(server: Server) -> dict[tuple[str, str], float]:
+    """`clientinsight_grpc_requests_total` from `/metrics`, by (method, code)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    found = re.findall(
+        r'^clientinsight_grpc_requests_total\{code="(\w+)",method="(\w+)"\} ([0-9.e+]+)$',
+        text,
+        flags=re.MULTILINE,
+    )
+    return {(method, code): float(value) for code, method, value in found}
+
+
+def test_grpc_calls_are_counted_by_method_and_code_on_metrics(sqlite_server: Server) -> None:
+    """BentoML's request metrics see HTTP only: gRPC calls have counters of their own."""
+    client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
+    before = _grpc_calls(sqlite_server)
+    metadata = client.get_model_metadata("churn")
+    columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])
+    client.infer("churn", oip.grpc_inputs(metadata, columns))
+    columns["tenure"] = [1, -5, 3]
+    with pytest.raises(InferenceServerException):
+        client.infer("churn", oip.grpc_inputs(metadata, columns))
+    after = _grpc_calls(sqlite_server)
+    for key in (("ModelInfer", "OK"), ("ModelInfer", "INVALID_ARGUMENT"), ("ModelMetadata", "OK")):
+        assert after.get(key, 0) - before.get(key, 0) == 1, (key, before, after)
+    text = httpx.get(f"{sqlite_server.url}/metrics", timeout=10).text
+    assert 'clientinsight_grpc_request_duration_seconds_count{method="ModelInfer"}' in text
 
 
 def test_a_nan_in_a_nullable_number_is_null_as_in_files(sqlite_server: Server) -> None:
