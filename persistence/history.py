@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     select,
     tuple_,
     update,
@@ -156,9 +157,10 @@ def shadows(connection: Connection, *, ids: Sequence[uuid.UUID]) -> dict[uuid.UU
 
 
 def band(value: ColumnElement[Any], edges: Sequence[float], names: Sequence[str]) -> Any:
-    """`value` cut into the bands `edges` make, named by `names` (one more than the edges)."""
+    """`value` cut into the bands `edges` make, named by `names` (one more than the edges);
+    a row without the value is in no band (NULL compares as neither below nor above)."""
     whens = [(value < edge, name) for edge, name in zip(edges, names, strict=False)]
-    return case(*whens, else_=names[-1])
+    return case((value.is_(None), null()), *whens, else_=names[-1])
 
 
 #: Rows are written a moment after they are made (the writer flushes every 0.25 s): hours are

@@ -100,6 +100,30 @@ def test_groups_count_mean_and_rate_per_band(connection: Connection) -> None:
     assert groups[0].mean_score == pytest.approx((0.8 + 0.2 + 0.8) / 3)
 
 
+def test_a_row_without_the_banded_value_is_in_no_band(connection: Connection) -> None:
+    """SQL's CASE sends NULL to its ELSE: a row without `tenure` counted as `>=48`."""
+    row = churn_row(12, id=uuid.UUID(int=998))
+    del row["inputs"]["tenure"]
+    connection.execute(insert(predictions), [row])
+    groups = history.groups(
+        connection,
+        model_name="churn",
+        document="inputs",
+        key="tenure",
+        bands=(12, 24, 48),
+        band_names=("<12", "12-24", "24-48", ">=48"),
+        since=WEEK[0],
+        until=WEEK[1],
+    )
+    assert [(g.value, g.count) for g in groups] == [
+        ("<12", 3),
+        ("12-24", 2),
+        ("24-48", 5),
+        (">=48", 2),
+        (None, 1),
+    ]
+
+
 def test_groups_by_value_and_without_rate(connection: Connection) -> None:
     by_segment = history.groups(
         connection,
