@@ -21,7 +21,7 @@ from persistence.tables import predictions
 from persistence.writer import PredictionBlock, PredictionWriter, prediction_block
 from serving.access import hash_key
 from serving.keys import new_key
-from tests.support.history import T0, churn_row, seed
+from tests.support.history import T0, TENURE, churn_row, seed
 from tests.support.models import mlflow_env
 from tests.support.postgres import Cluster
 from tests.support.predictions import wait_for_rows
@@ -32,15 +32,6 @@ pytestmark = [pytest.mark.postgres]
 
 USER, HISTORY, ADMIN = new_key(), new_key(), new_key()
 WEEK = (T0 - timedelta(days=7), T0 + timedelta(hours=1))
-#: The churn rate by tenure band, as `/graphql` asks `history.groups` for it.
-TENURE: dict[str, Any] = {
-    "model_name": "churn",
-    "document": "inputs",
-    "key": "tenure",
-    "bands": (12, 24, 48),
-    "band_names": ("<12", "12-24", "24-48", ">=48"),
-    "rate_key": "churn",
-}
 
 
 def test_history_queries_on_postgres(postgres_url: str) -> None:

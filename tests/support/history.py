@@ -14,6 +14,15 @@ from persistence.tables import predictions
 #: The newest row's time; rows go back one minute each from here.
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CONTRACTS = ("Month-to-month", "One year", "Two year")
+#: The churn rate by tenure band, as `/graphql` asks `persistence.history.groups` for it.
+TENURE: dict[str, Any] = {
+    "model_name": "churn",
+    "document": "inputs",
+    "key": "tenure",
+    "bands": (12, 24, 48),
+    "band_names": ("<12", "12-24", "24-48", ">=48"),
+    "rate_key": "churn",
+}
 
 
 def churn_row(i: int, **overrides: Any) -> dict[str, Any]:

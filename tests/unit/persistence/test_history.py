@@ -14,7 +14,7 @@ from sqlalchemy import Connection, insert
 from persistence import history
 from persistence.db import make_engine
 from persistence.tables import predictions
-from tests.support.history import T0, churn_row, seed
+from tests.support.history import T0, TENURE, churn_row, seed
 from tests.support.predictions import sqlite_database
 
 WEEK = (T0 - timedelta(days=7), T0 + timedelta(hours=1))
@@ -79,17 +79,7 @@ def test_shadows_are_the_challenger_rows_of_each_prediction(connection: Connecti
 
 
 def test_groups_count_mean_and_rate_per_band(connection: Connection) -> None:
-    groups = history.groups(
-        connection,
-        model_name="churn",
-        document="inputs",
-        key="tenure",
-        bands=(12, 24, 48),
-        band_names=("<12", "12-24", "24-48", ">=48"),
-        rate_key="churn",
-        since=WEEK[0],
-        until=WEEK[1],
-    )
+    groups = history.groups(connection, since=WEEK[0], until=WEEK[1], **TENURE)
     # tenure is 5 * i: 0, 5, 10 | 15, 20 | 25 .. 45 | 50, 55; churns when i is even.
     assert [(g.value, g.count, g.rate) for g in groups] == [
         ("<12", 3, pytest.approx(2 / 3)),
@@ -105,16 +95,7 @@ def test_a_row_without_the_banded_value_is_in_no_band(connection: Connection) ->
     row = churn_row(12, id=uuid.UUID(int=998))
     del row["inputs"]["tenure"]
     connection.execute(insert(predictions), [row])
-    groups = history.groups(
-        connection,
-        model_name="churn",
-        document="inputs",
-        key="tenure",
-        bands=(12, 24, 48),
-        band_names=("<12", "12-24", "24-48", ">=48"),
-        since=WEEK[0],
-        until=WEEK[1],
-    )
+    groups = history.groups(connection, since=WEEK[0], until=WEEK[1], **TENURE)
     assert [(g.value, g.count) for g in groups] == [
         ("<12", 3),
         ("12-24", 2),
