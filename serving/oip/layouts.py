@@ -39,9 +39,13 @@ class Layout:
     readers: tuple[tuple[str, Reader], ...]
     #: The request without its tensors: id (where the key holds it), parameters, outputs.
     request: InferRequest
-    #: REST: where each input's values lie in the binary part, and its length.
+    #: REST: where each input's values lie in the binary part.
     spans: tuple[tuple[int, int], ...] = ()
-    binary_size: int = 0
+
+    @property
+    def binary_size(self) -> int:
+        """REST: the binary part's length (its last input's end)."""
+        return self.spans[-1][1] if self.spans else 0
 
     def records(self, raw: Sequence[bytes]) -> list[BaseModel]:
         """The records the inputs' binary values (`raw`, one per input, in order) hold."""
@@ -87,6 +91,5 @@ class Layouts:
             readers,
             InferRequest([], request.id, request.parameters, request.outputs),
             spans,
-            spans[-1][1] if spans else 0,
         )
         return validate(model, {t.name: t.data for t in request.inputs}, rows)

@@ -106,11 +106,15 @@ def parse(body: bytes, header_length: str | None) -> tuple[InferRequest, Spans |
     """An inference request from its body: JSON, or a JSON header and binary tensors. With it,
     where each input's values lie in the binary part when they all are there (None when any
     is in the header's `data`)."""
-    binary = b""
     size = header_size(body, header_length)
-    if size is not None:
-        body, binary = body[:size], body[size:]
-    document = _dict(_header(body), "request body")
+    if size is None:
+        return _parse(body, b"")
+    return _parse(body[:size], body[size:])
+
+
+def _parse(header: bytes, binary: bytes) -> tuple[InferRequest, Spans | None]:
+    """`parse`, once the body is split into its JSON header and its binary part."""
+    document = _dict(_header(header), "request body")
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list):
         raise invalid("inputs: a list of tensors is required", "inputs")
@@ -190,12 +194,13 @@ def read(
     values (`serving/oip/layouts.py`); a header with values in it is read in full."""
     size = header_size(body, header_length)
     if size is None:
-        return parse(body, header_length)[0], None
-    key = (name, body[:size])
+        return _parse(body, b"")[0], None
+    header, binary = body[:size], body[size:]
+    key = (name, header)
     layout = layouts.get(key)
-    if layout is not None and len(body) - size == layout.binary_size:
-        return layout.request, layout.records(layout.split(body[size:]))
-    request, spans = parse(body, header_length)
+    if layout is not None and len(binary) == layout.binary_size:
+        return layout.request, layout.records(layout.split(binary))
+    request, spans = _parse(header, binary)
     if spans is None:
         return request, None
     return request, layouts.learn(key, size, plane.model(name), request, spans)
