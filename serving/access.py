@@ -255,6 +255,14 @@ class AccessPolicy:
         """The key that may call a route of level `route` now (None when none is needed),
         or the ApiError refusing it: 401 without a valid key, 403 when the key may not call
         it, 429 over the key's rate. Every protocol's front door asks this."""
+        key = self.key_for(presented, route)
+        if key is not None:
+            self.charge(key)
+        return key
+
+    def key_for(self, presented: str | None, route: Access) -> ApiKey | None:
+        """`authorize` without the rate: the key that may call `route` (None when none is
+        needed), or ApiError 401 or 403."""
         if route == "open" or self.open:
             return None
         if presented is None:
@@ -279,6 +287,11 @@ class AccessPolicy:
                 )
             )
             raise ApiError(403, f"the key '{key.name}' may not use {allowed}", code=f"not_{route}")
+        return key
+
+    def charge(self, key: ApiKey) -> None:
+        """One request against `key`'s rate: ApiError(429) over it. A gRPC stream is
+        authorized once and charged per request it carries."""
         bucket = self.buckets[key.digest]
         wait = bucket.take()
         if wait:
@@ -291,7 +304,6 @@ class AccessPolicy:
                 extra={"retry_after_s": retry},
                 headers={"Retry-After": str(retry)},
             )
-        return key
 
     def presented(self, scope: Scope) -> str | None:
         """The one key the request presents (`Authorization: Bearer` or `X-API-Key`), None

@@ -21,7 +21,7 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -58,6 +58,9 @@ PROTOCOL = "oip-grpc"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 #: Seconds between two looks at readiness for the health service.
 HEALTH_INTERVAL_S = 2.0
+#: Requests of one stream answered at once; the stream's next ones wait in gRPC's flow
+#: control, so a client that sends without reading cannot pile up work.
+STREAM_IN_FLIGHT = 128
 Reply = TypeVar("Reply")
 
 #: Our statuses as gRPC's codes.
@@ -216,17 +219,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         code = "UNKNOWN"  # an exception no one turned into a status: gRPC answers UNKNOWN
         try:
             if needs_key and not self.policy.open:
-                metadata = [
-                    (k.encode(), v.encode() if isinstance(v, str) else v)
-                    for k, v in context.invocation_metadata() or ()
-                ]
-                self.policy.authorize(self.policy.presented_in(metadata), "key")
+                self.policy.authorize(self.policy.presented_in(_metadata(context)), "key")
             reply = await work()
             code = "OK"
             return reply
         except ApiError as error:
             error.log_line("gRPC", SERVICE)
-            status = CODES.get(error.status, grpc.StatusCode.INTERNAL)
+            status = _status(error)
             code = status.name
             await context.abort(status, error.message)
         finally:
@@ -289,19 +288,108 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
         async def infer() -> pb.ModelInferResponse:
-            decoded, validated = read(self.layouts, self.plane, request)
-            response = await self.plane.infer(
-                self.serving,
-                request.model_name,
-                request.model_version or None,
-                decoded,
-                PROTOCOL,
-                validated,
-            )
-            context.set_trailing_metadata((("x-request-id", response.request_id),))
-            return encode(response)
+            reply, request_id = await self._infer(request)
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            return reply
 
         return await self._answer(context, "ModelInfer", infer)
+
+    async def _infer(self, request: pb.ModelInferRequest) -> tuple[pb.ModelInferResponse, str]:
+        """One inference's reply and the request id it was stored under: the data plane's
+        path, as REST's and the JSON API's."""
+        decoded, validated = read(self.layouts, self.plane, request)
+        response = await self.plane.infer(
+            self.serving,
+            request.model_name,
+            request.model_version or None,
+            decoded,
+            PROTOCOL,
+            validated,
+        )
+        return encode(response), response.request_id
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming extension: each request is answered as it completes, side by
+        side with the stream's others (so they batch together), each through the same keys,
+        limits and data plane as a ModelInfer call. A refused request is answered with its
+        `error_message` (and its id) and the stream goes on; a stream without a valid key
+        ends at once with the status that names it."""
+        key = None
+        if not self.policy.open:
+            try:
+                key = self.policy.key_for(self.policy.presented_in(_metadata(context)), "key")
+            except ApiError as error:
+                error.log_line("gRPC", SERVICE)
+                if self.metrics is not None:
+                    self.metrics.observe("ModelStreamInfer", _status(error).name, 0.0)
+                await context.abort(_status(error), error.message)
+        replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            started = time.perf_counter()
+            request_id, model_name = request.id, request.model_name
+            code = "UNKNOWN"
+
+            def refuse(message: str) -> None:
+                failed = pb.ModelInferResponse(model_name=model_name, id=request_id)
+                replies.put_nowait(
+                    pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+                )
+
+            try:
+                if key is not None:
+                    self.policy.charge(key)
+                reply, _ = await self._infer(request)
+                code = "OK"
+                replies.put_nowait(pb.ModelStreamInferResponse(infer_response=reply))
+            except ApiError as error:
+                error.log_line("gRPC", SERVICE)
+                code = _status(error).name
+                refuse(error.message)
+            except Exception:  # a unary call would end UNKNOWN; a stream must still answer
+                log.exception("ModelStreamInfer: request %r failed", request_id)
+                code = "INTERNAL"
+                refuse("internal error (the server log has it)")
+            finally:
+                slots.release()
+                if self.metrics is not None:
+                    self.metrics.observe("ModelStreamInfer", code, time.perf_counter() - started)
+
+        async def take() -> None:
+            try:
+                async for request in requests:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.wait(set(running))
+            finally:
+                replies.put_nowait(None)
+
+        taker = asyncio.create_task(take())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+            await taker  # a broken request stream ends the call with its error
+        finally:
+            for task in (taker, *running):
+                task.cancel()
+
+
+def _status(error: ApiError) -> grpc.StatusCode:
+    return CODES.get(error.status, grpc.StatusCode.INTERNAL)
+
+
+def _metadata(context: aio.ServicerContext) -> list[tuple[bytes, bytes]]:
+    return [
+        (k.encode(), v.encode() if isinstance(v, str) else v)
+        for k, v in context.invocation_metadata() or ()
+    ]
 
 
 class GrpcServer:

@@ -64,6 +64,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -111,6 +116,16 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStreamInfer(self, request_iterator, context):
+        """Many inferences over one call: every request sent gets one response, in the order they
+        complete (match them by id). Not in the specification: Triton's extension, with its
+        names and numbers, so tritonclient.grpc's streams (start_stream, async_stream_infer)
+        work unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +158,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferRequest.FromString,
                     response_serializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferRequest.FromString,
+                    response_serializer=serving_dot_oip_dot_open__inference__grpc__pb2.ModelStreamInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +327,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelInfer',
             serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
             serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            serving_dot_oip_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
+            serving_dot_oip_dot_open__inference__grpc__pb2.ModelStreamInferResponse.FromString,
             options,
             channel_credentials,
             insecure,

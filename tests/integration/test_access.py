@@ -149,3 +149,30 @@ def test_the_inference_protocol_needs_the_same_keys_and_limits(guarded: Server) 
             statuses.append(error.status())
     assert statuses[:5] == ["OK"] * 5 and "StatusCode.RESOURCE_EXHAUSTED" in statuses
     assert USER not in guarded.log()
+
+
+def test_a_grpc_stream_needs_a_key_and_each_request_counts_against_its_rate(
+    guarded: Server,
+) -> None:
+    import tritonclient.grpc as triton_grpc
+
+    from tests.support import oip
+
+    client = triton_grpc.InferenceServerClient(guarded.grpc)
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"][:1])
+    inputs = oip.grpc_inputs(client.get_model_metadata("churn", headers=admin), columns)
+    with oip.Stream(client) as stream:  # no key: the stream ends at once, before any request
+        [(result, error)] = stream.take(1)
+    assert result is None and error.status() == "StatusCode.UNAUTHENTICATED"
+    assert "missing API key" in error.message()
+
+    time.sleep(3)  # a full bucket: 5 requests, then 2 a second
+    with oip.Stream(client, headers={"x-api-key": USER}) as stream:
+        for i in range(12):
+            client.async_stream_infer("churn", inputs, request_id=f"r-{i}")
+        answers = stream.take(12)
+    refused = [error for _, error in answers if error is not None]
+    assert len(answers) - len(refused) >= 5 and refused, answers
+    assert all("rate limit: the key 'crm'" in error.message() for error in refused)
+    assert USER not in guarded.log()

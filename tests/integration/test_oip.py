@@ -102,6 +102,47 @@ def test_tritonclient_grpc_gets_the_json_apis_answers(sqlite_server: Server, mod
         _compare(oip.read(result, [o.name for o in metadata.outputs]), answers)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_tritonclient_grpc_streams_get_the_json_apis_answers(
+    sqlite_server: Server, model: str
+) -> None:
+    """Triton's streaming extension (ModelStreamInfer), as tritonclient.grpc streams: each
+    request answered once, with its id, and the same outputs as the JSON API's."""
+    client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
+    rows, answers = _json_answers(sqlite_server, model)
+    columns = oip.typed_columns(oip.family_of(model), rows)
+    names = [o.name for o in client.get_model_metadata(model).outputs]
+    with oip.Stream(client) as stream:
+        for request_id in ("s-1", "s-2", "s-3"):  # sent together: they batch together
+            stream.send(model, columns, request_id)
+        got = stream.take(3)
+    assert [error for _, error in got] == [None] * 3
+    assert sorted(result.get_response().id for result, _ in got) == ["s-1", "s-2", "s-3"]
+    for result, _ in got:
+        assert result.get_response().model_version == "1"
+        _compare(oip.read(result, names), answers)
+
+
+def test_a_refused_request_on_a_stream_does_not_end_it(sqlite_server: Server) -> None:
+    """A stream's refusal is that request's answer (error_message, with its id); the requests
+    after it are answered as usual."""
+    client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
+    columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])
+    bad = {**columns, "tenure": [1, -5, 3]}
+    metadata = client.get_model_metadata("churn")
+    with oip.Stream(client) as stream:
+        stream.send("churn", bad, "bad")
+        [(result, error)] = stream.take(1)
+        assert result is None and "input 'tenure' element 1" in error.message()
+        client.async_stream_infer("nope", oip.grpc_inputs(metadata, columns), request_id="lost")
+        [(result, error)] = stream.take(1)
+        assert result is None and "unknown model 'nope'" in error.message()
+        stream.send("churn", columns, "good")
+        [(result, error)] = stream.take(1)
+    assert error is None and result.get_response().id == "good"
+    assert len(result.as_numpy("churn_probability")) == 3
+
+
 def test_metadata_lists_the_contracts_tensors(sqlite_server: Server) -> None:
     server = httpx.get(f"{sqlite_server.url}/v2").json()
     assert server["name"] == "clientinsight" and "binary_tensor_data" in server["extensions"]
@@ -282,9 +323,22 @@ def test_grpc_calls_are_counted_by_method_and_code_on_metrics(sqlite_server: Ser
     columns["tenure"] = [1, -5, 3]
     with pytest.raises(InferenceServerException):
         client.infer("churn", oip.grpc_inputs(metadata, columns))
+    with oip.Stream(client) as stream:  # a stream counts each request it carries
+        stream.send("churn", columns, "bad")
+        stream.take(1)
+        columns["tenure"] = [1, 5, 3]
+        stream.send("churn", columns, "good")
+        stream.take(1)
     after = _grpc_calls(sqlite_server)
-    for key in (("ModelInfer", "OK"), ("ModelInfer", "INVALID_ARGUMENT"), ("ModelMetadata", "OK")):
+    counted = (
+        ("ModelInfer", "OK"),
+        ("ModelInfer", "INVALID_ARGUMENT"),
+        ("ModelStreamInfer", "OK"),
+        ("ModelStreamInfer", "INVALID_ARGUMENT"),
+    )
+    for key in counted:
         assert after.get(key, 0) - before.get(key, 0) == 1, (key, before, after)
+    assert after[("ModelMetadata", "OK")] - before.get(("ModelMetadata", "OK"), 0) == 3
     text = httpx.get(f"{sqlite_server.url}/metrics", timeout=10).text
     assert 'clientinsight_grpc_request_duration_seconds_count{method="ModelInfer"}' in text
 

@@ -130,3 +130,31 @@ def view_answers(
         }
         for row, a in zip(rows, answers, strict=True)
     ]
+
+
+class Stream:
+    """`tritonclient.grpc`'s stream (`start_stream`, `async_stream_infer`) as its users write
+    it: a callback gathers each (result, error) as it comes back."""
+
+    def __init__(self, client: triton_grpc.InferenceServerClient, **start: Any) -> None:
+        import queue
+
+        self.client = client
+        self.answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        client.start_stream(
+            callback=lambda result, error: self.answers.put((result, error)), **start
+        )
+
+    def send(self, model: str, columns: dict[str, list[Any]], request_id: str) -> None:
+        metadata = self.client.get_model_metadata(model)
+        self.client.async_stream_infer(model, grpc_inputs(metadata, columns), request_id=request_id)
+
+    def take(self, count: int, timeout_s: float = 30) -> list[tuple[Any, Any]]:
+        """The next `count` answers, in the order they came."""
+        return [self.answers.get(timeout=timeout_s) for _ in range(count)]
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.client.stop_stream()

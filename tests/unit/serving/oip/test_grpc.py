@@ -65,3 +65,20 @@ def test_the_layout_cache(check: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "a_stream_answers_at_most_its_bound_at_once",
+        "an_unexpected_failure_is_answered_and_the_stream_goes_on",
+        "a_cancelled_stream_cancels_the_work_it_started",
+    ],
+)
+def test_streams(check: str) -> None:
+    """ModelStreamInfer against a stand-in data plane (tests/unit/serving/oip/grpc_streams.py)."""
+    code = f"from tests.unit.serving.oip.grpc_streams import {check}; {check}()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr

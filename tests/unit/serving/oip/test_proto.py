@@ -50,7 +50,12 @@ from serving.oip import open_inference_grpc_pb2 as pb
 service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 assert service.full_name == "inference.GRPCInferenceService"
 assert [m.name for m in service.methods] == [
-    "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"]
+    "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+    "ModelStreamInfer"]
+stream = service.methods_by_name["ModelStreamInfer"]
+assert stream.client_streaming and stream.server_streaming
+assert stream.output_type.full_name == "inference.ModelStreamInferResponse"
+assert [f.name for f in stream.output_type.fields] == ["error_message", "infer_response"]
 assert pb.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number == 7
 assert pb.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number == 6
 """
