@@ -8,8 +8,10 @@ PostgreSQL. Load comes from two generators:
   for gRPC, sending the same gRPC frame over HTTP/2 on one connection per client. h2load sees
   HTTP statuses only (a gRPC error is an HTTP 200 with a status in its trailers), so its
   successes are checked against the rows the server stored with `protocol = 'oip-grpc'`;
-- Python generators of the same cost for all three (aiohttp, and a bounded `grpc.aio` one),
-  each in its own process, so every protocol is also compared under the same client.
+- Python generators of the same cost for all three (aiohttp, and bounded `grpc.aio` ones),
+  each in its own process, so every protocol is also compared under the same client. gRPC
+  runs twice under them: unary ModelInfer calls, and ModelStreamInfer (Triton's streaming
+  extension), where each client keeps one request outstanding on its one stream.
 On 2 cores the generator shares the machine with the server: the C ones take far less of it.
 Results go to bench/results/<timestamp>-protocols.md.
 """
@@ -194,6 +196,40 @@ async def _grpc_load(target: str, clients: int, seconds: float) -> dict[str, flo
     return _summary(latencies, errors, elapsed)
 
 
+async def _grpc_stream_load(target: str, clients: int, seconds: float) -> dict[str, float]:
+    """One ModelStreamInfer stream per client (on its own channel), each sending its next
+    request when the last is answered: bounded, as the unary generator."""
+    import grpc.aio
+
+    from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
+
+    request = grpc_request()
+    channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def streamer(channel: grpc.aio.Channel) -> None:
+        nonlocal errors
+        stream = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(timeout=seconds + 60)
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            await stream.write(request)
+            reply = await stream.read()
+            if reply is grpc.aio.EOF or reply.error_message:
+                errors += 1
+            else:
+                latencies.append((time.perf_counter() - started) * 1000)
+        await stream.done_writing()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(streamer(channel) for channel in channels))
+    elapsed = time.perf_counter() - began
+    for channel in channels:
+        await channel.close()
+    return _summary(latencies, errors, elapsed)
+
+
 async def _http_load(
     url: str, clients: int, seconds: float, body: bytes, headers: dict[str, str]
 ) -> dict[str, float]:
@@ -259,6 +295,8 @@ def python_load(protocol: str, url: str, grpc_target: str, clients: int, seconds
 def _load_main(protocol: str, url: str, grpc_target: str, clients: int, seconds: int) -> int:
     if protocol == "grpc":
         result = asyncio.run(_grpc_load(grpc_target, clients, seconds))
+    elif protocol == "grpc-stream":
+        result = asyncio.run(_grpc_stream_load(grpc_target, clients, seconds))
     else:
         path, body, headers = requests_for(url)[protocol]
         result = asyncio.run(_http_load(f"{url}{path}", clients, seconds, body, headers))
@@ -323,7 +361,8 @@ class Meter:
 
 RATIOS = (
     ("gRPC (h2load) / JSON (wrk)", ("grpc", "h2load"), ("json", "wrk")),
-    ("gRPC / JSON (python)", ("grpc", "python"), ("json", "python")),
+    ("gRPC unary / JSON (python)", ("grpc", "python"), ("json", "python")),
+    ("gRPC stream / JSON (python)", ("grpc-stream", "python"), ("json", "python")),
     ("OIP REST / JSON (wrk)", ("oip-rest", "wrk"), ("json", "wrk")),
     ("OIP REST / JSON (python)", ("oip-rest", "python"), ("json", "python")),
 )
@@ -448,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                         ("grpc", "h2load", n),
                         partial(h2load_grpc, target, n, args.seconds, work, env["DATABASE_URL"]),
                     ))  # fmt: skip
-                    for protocol in ("oip-rest", "json", "grpc") if args.python_load else ():
+                    python = ("oip-rest", "grpc-stream", "json", "grpc")
+                    for protocol in python if args.python_load else ():
                         scenarios.append((
                             (protocol, "python", n),
                             partial(python_load, protocol, url, target, n, args.seconds),

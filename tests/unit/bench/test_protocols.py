@@ -22,7 +22,8 @@ def test_each_round_is_compared_with_its_own_baseline() -> None:
         ("json", "python", 64): [_result(2000), _result(1000), _result(1250)],
     }
     found = dict(ratios(runs, 64))
-    assert found["gRPC / JSON (python)"] == [1.2, 1.3, 1.2]
+    assert found["gRPC unary / JSON (python)"] == [1.2, 1.3, 1.2]
+    assert found["gRPC stream / JSON (python)"] == []
     assert found["OIP REST / JSON (wrk)"] == []
 
 
@@ -38,4 +39,4 @@ def test_the_report_shows_the_median_ratio_and_its_range() -> None:
     }
     text = render(runs, Namespace(workers=1, seconds=10, rounds=3))
     assert "| grpc | python | 64 | 1,500 |" in text
-    assert "| 64 | - | 1.20x [1.20-1.30] | - | - |" in text
+    assert "| 64 | - | 1.20x [1.20-1.30] | - | - | - |" in text
