@@ -86,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 days = args.older_than_days
                 deleted = retention.prune(engine, timedelta(days=days), args.batch_rows)
+                forgotten = retention.forget_stale_hours(engine)
             finally:
                 engine.dispose()
             print(f"deleted {deleted} predictions older than {days} days")
+            if forgotten:
+                print(f"forgot {forgotten} stale-hour records every rollup has caught up with")
         else:
             command.current(migrate.alembic_config(url), verbose=True)
     except SQLAlchemyError as exc:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 
-from persistence.tables import predictions
+from persistence.tables import predictions, rollup_marks, stale_rollup_hours
 
 
 def prune(engine: Engine, older_than: timedelta, batch_rows: int = 10_000) -> int:
@@ -34,3 +34,15 @@ def prune(engine: Engine, older_than: timedelta, batch_rows: int = 10_000) -> in
         deleted += result.rowcount
         if result.rowcount < batch_rows:
             return deleted
+
+
+def forget_stale_hours(engine: Engine) -> int:
+    """Delete the records of stale hours (`stale_rollup_hours`) that every grouping has
+    rolled up again; the number deleted. A grouping made later starts past them all. The
+    newest record stays, so sequence numbers never go back (SQLite reuses a freed top one)."""
+    s, m = stale_rollup_hours.c, rollup_marks.c
+    newest = select(func.max(s.seq)).scalar_subquery()
+    seen_by_all = select(func.coalesce(func.min(m.stale_seen), newest)).scalar_subquery()
+    with engine.begin() as connection:
+        forget = delete(stale_rollup_hours).where(s.seq <= seen_by_all, s.seq < newest)
+        return connection.execute(forget).rowcount

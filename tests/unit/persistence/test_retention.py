@@ -11,6 +11,7 @@ import pytest
 from persistence import retention
 from persistence.__main__ import main
 from persistence.db import make_engine
+from persistence.tables import rollup_marks, stale_rollup_hours
 from persistence.writer import PredictionWriter
 from tests.support.predictions import count_rows, numbered_block, sqlite_database
 
@@ -29,6 +30,35 @@ def test_prune_deletes_only_rows_past_the_cut_off_in_batches(tmp_path: Path) -> 
     assert retention.prune(engine, timedelta(days=730), batch_rows=7) == 30
     assert count_rows(engine) == 10
     assert retention.prune(engine, timedelta(days=730)) == 0
+
+
+def test_stale_hour_records_go_once_every_grouping_has_rolled_them_up(tmp_path: Path) -> None:
+    engine = make_engine(sqlite_database(tmp_path))
+    hour = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def remaining() -> list[int]:
+        with engine.connect() as connection:
+            query = stale_rollup_hours.select().order_by(stale_rollup_hours.c.seq)
+            return [row.seq for row in connection.execute(query)]
+
+    with engine.begin() as connection:
+        connection.execute(stale_rollup_hours.insert(), [{"hour": hour}] * 5)
+    assert retention.forget_stale_hours(engine) == 4  # no grouping needs them; 5 stays
+    with engine.begin() as connection:
+        connection.execute(stale_rollup_hours.insert(), [{"hour": hour}] * 5)  # seq 6 to 10
+        connection.execute(
+            rollup_marks.insert(),
+            [
+                {"scope": "churn", "grouping": "a", "rolled_until": hour, "stale_seen": 8},
+                {"scope": "*", "grouping": "b", "rolled_until": hour, "stale_seen": 7},
+            ],
+        )
+    assert retention.forget_stale_hours(engine) == 3  # both have seen 5 to 7
+    assert remaining() == [8, 9, 10]
+    with engine.begin() as connection:
+        connection.execute(rollup_marks.update().values(stale_seen=10))
+    assert retention.forget_stale_hours(engine) == 2
+    assert remaining() == [10]
 
 
 def test_prune_command_reads_the_database_url(
