@@ -236,7 +236,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: aio.ServicerContext
     ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        async def live() -> pb.ServerLiveResponse:
+            return pb.ServerLiveResponse(live=True)
+
+        return await self._answer(context, "ServerLive", live, needs_key=False)
 
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: aio.ServicerContext

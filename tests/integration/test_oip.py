@@ -317,6 +317,7 @@ def test_grpc_calls_are_counted_by_method_and_code_on_metrics(sqlite_server: Ser
     """BentoML's request metrics see HTTP only: gRPC calls have counters of their own."""
     client = triton_grpc.InferenceServerClient(sqlite_server.grpc)
     before = _grpc_calls(sqlite_server)
+    assert client.is_server_live()
     metadata = client.get_model_metadata("churn")
     columns = oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"])
     client.infer("churn", oip.grpc_inputs(metadata, columns))
@@ -335,6 +336,7 @@ def test_grpc_calls_are_counted_by_method_and_code_on_metrics(sqlite_server: Ser
         ("ModelInfer", "INVALID_ARGUMENT"),
         ("ModelStreamInfer", "OK"),
         ("ModelStreamInfer", "INVALID_ARGUMENT"),
+        ("ServerLive", "OK"),
     )
     for key in counted:
         assert after.get(key, 0) - before.get(key, 0) == 1, (key, before, after)
@@ -396,19 +398,24 @@ def test_stored_rows_say_which_protocol_they_came_by(sqlite_server: Server) -> N
 def test_the_documented_tritonclient_example_works_as_written(
     sqlite_server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """docs/api.md's tritonclient example, run as written (only the ports differ here)."""
+    """docs/api.md's tritonclient examples, run as written (only the ports differ here): the
+    calls, then the stream that continues them."""
     text = (ROOT / "docs" / "api.md").read_text()
-    example = text.split("<!-- example: oip -->\n```python\n", 1)[1].split("```", 1)[0]
-    example = example.replace("localhost:3000", _host(sqlite_server))
-    example = example.replace("localhost:8001", sqlite_server.grpc)
-    exec(compile(example, "docs/api.md", "exec"), {})
-    http_line, grpc_line = capsys.readouterr().out.strip().splitlines()
+    namespace: dict[str, Any] = {}
+    for name in ("oip", "oip-stream"):
+        example = text.split(f"<!-- example: {name} -->\n```python\n", 1)[1].split("```", 1)[0]
+        example = example.replace("localhost:3000", _host(sqlite_server))
+        example = example.replace("localhost:8001", sqlite_server.grpc)
+        exec(compile(example, "docs/api.md", "exec"), namespace)
+    http_line, grpc_line, *streamed = capsys.readouterr().out.strip().splitlines()
     [want] = httpx.post(
         f"{sqlite_server.url}/churn/predict", json={"customers": [oip.ROWS["churn"][0]]}
     ).json()
     assert http_line.split("]")[0] == grpc_line.split("]")[0]
     assert f"{want['churn_probability']:.8f}"[:6] in http_line
     assert grpc_line.endswith(" 1")
+    assert sorted(line.split(" ", 1)[0] for line in streamed) == ["row-0", "row-1", "row-2"]
+    assert {line.split(" ", 1)[1] for line in streamed} == {http_line.split(" ", 1)[0]}
 
 
 @pytest.fixture(scope="module")
