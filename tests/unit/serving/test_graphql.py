@@ -5,6 +5,7 @@ introspection in production."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,43 @@ def test_filters_by_grouping_label_and_protocol(engine: Engine) -> None:
     assert sorted(e["node"]["entityId"] for e in data["seg"]["edges"]) == ["a1", "a3", "a5"]
     assert [e["node"]["entityId"] for e in data["oip"]["edges"]] == ["c3"]
     assert [e["node"]["entityId"] for e in data["high"]["edges"]] == ["c6", "c8", "c10"]
+
+
+def test_a_family_filter_with_a_model_picks_that_model_of_the_family_only(
+    engine: Engine,
+) -> None:
+    """`family` alone means its decisions; with `model`, one model of the family asked alone
+    (credit-segment's own rows); a model of another family matches nothing."""
+    from sqlalchemy import insert
+
+    from persistence.tables import predictions
+    from tests.support.history import credit_row
+
+    alone = {
+        **credit_row(50),
+        "id": uuid.UUID(int=50_000),
+        "model_name": "credit-segment",
+        "entity_id": "alone",
+    }
+    with engine.begin() as connection:
+        connection.execute(insert(predictions), [alone])
+    body = ask(
+        engine,
+        '{ decisions: predictions(first: 100, filter: {family: "credit"})'
+        " { edges { node { entityId model family } } }"
+        ' own: predictions(filter: {family: "credit", model: "credit-segment"})'
+        " { edges { node { entityId model family } } }"
+        ' other: predictions(filter: {family: "credit", model: "churn"}) { edges { node { id } } }'
+        ' any: predictions(filter: {model: "credit-segment"}) { edges { node { entityId } } } }',
+    )
+    data = body["data"]
+    decisions = [edge["node"] for edge in data["decisions"]["edges"]]
+    assert len(decisions) == 6 and {n["model"] for n in decisions} == {"credit-evaluation"}
+    assert [edge["node"] for edge in data["own"]["edges"]] == [
+        {"entityId": "alone", "model": "credit-segment", "family": "credit"}
+    ]
+    assert data["other"]["edges"] == []
+    assert [edge["node"]["entityId"] for edge in data["any"]["edges"]] == ["alone"]
 
 
 def test_aggregates_are_named_by_the_family(engine: Engine) -> None:
