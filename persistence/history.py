@@ -34,6 +34,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 
 from persistence.tables import prediction_rollups, predictions, rollup_marks, stale_rollup_hours
 
@@ -91,10 +92,39 @@ class Hour:
     max_latency_ms: float
 
 
+class _DocumentText(ColumnElement[str]):
+    """A document's value at `key` as text, JSON booleans as `true`/`false` on every
+    database: PostgreSQL's `->>` says so, SQLite's `json_extract` says 1 and 0."""
+
+    type = String()
+    inherit_cache = True
+
+    def __init__(self, document: str, key: str) -> None:
+        self.document, self.key = document, key
+
+
+@compiles(_DocumentText)
+def _document_text_default(element: _DocumentText, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(predictions.c[element.document][element.key].as_string(), **kw))
+
+
+@compiles(_DocumentText, "sqlite")
+def _document_text_sqlite(element: _DocumentText, compiler: Any, **kw: Any) -> str:
+    column = predictions.c[element.document]
+    path = literal(f'$."{element.key}"', String)
+    kind = func.json_type(column, path)
+    text = case(
+        (kind == "true", literal("true")),
+        (kind == "false", literal("false")),
+        else_=cast(func.json_extract(column, path), String),
+    )
+    return str(compiler.process(text, **kw))
+
+
 def _document_text(document: str, key: str) -> ColumnElement[Any]:
     if document not in DOCUMENTS:
         raise ValueError(f"unknown document {document!r}: one of {', '.join(DOCUMENTS)}")
-    return predictions.c[document][key].as_string()
+    return _DocumentText(document, key)
 
 
 def _conditions(filters: Filters) -> list[ColumnElement[bool]]:

@@ -174,6 +174,38 @@ def test_aggregates_are_named_by_the_family(engine: Engine) -> None:
     assert sum(v["count"] for v in data["v"]) == 12
 
 
+def test_a_boolean_grouping_reads_true_and_false_on_sqlite_too(engine: Engine) -> None:
+    """SQLite's json_extract says 1 and 0 for JSON booleans, PostgreSQL's ->> true and false:
+    groups and filters say true and false on both (the demo runs on SQLite)."""
+    from sqlalchemy import insert
+
+    from persistence.tables import predictions
+    from tests.support.history import churn_row
+
+    rows = [
+        {
+            **churn_row(200 + i),
+            "id": uuid.UUID(int=20_000 + i),
+            "model_name": "card-balance",
+            "entity_id": f"b{i}",
+            "label": None,
+            "inputs": {"student": i < 2, "cards": 3},
+        }
+        for i in range(5)
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(predictions), rows)
+    body = ask(
+        engine,
+        f'{{ a: aggregate(family: "balance", by: "student", {WEEK}) {{ groups {{ value count }} }}'
+        ' f: predictions(filter: {family: "balance", groups: [{name: "student", value: "true"}]})'
+        " { edges { node { entityId } } } }",
+    )
+    data = body["data"]
+    assert [(g["value"], g["count"]) for g in data["a"]["groups"]] == [("false", 3), ("true", 2)]
+    assert sorted(e["node"]["entityId"] for e in data["f"]["edges"]) == ["b0", "b1"]
+
+
 def test_the_schema_is_the_catalogs_even_a_toy_one(engine: Engine) -> None:
     body = ask(engine, "{ families { name rateName groupings { name bands } } }", families=CATALOG)
     assert body["data"]["families"] == [
