@@ -354,6 +354,10 @@ class AccessGuard:
         await self._limited(scope, receive, send)
 
     def _check(self, scope: Scope) -> None:
+        if not scope["path"].isprintable():
+            # A decoded %0A or the like: no route has one, and BentoML's router would answer
+            # a plain-text 404 where every other refusal is JSON.
+            raise ApiError(404, "no route: the path holds a control character", code="no_route")
         limit = self.policy.body_limit(scope["path"])
         for name, value in scope.get("headers") or []:
             if name == b"content-length" and value.isdigit() and int(value) > limit:

@@ -223,6 +223,14 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert bucket.take() == 0
 
 
+@pytest.mark.parametrize("path", ["/v2/models/churn/versions/a\n8/infer", "/churn/pre\x00dict"])
+def test_a_path_with_a_control_character_is_a_json_404_before_the_keys(path: str) -> None:
+    """A decoded %0A matches no route, and BentoML's router would answer it in plain text."""
+    status, headers, body = _call(AccessGuard(_app, AccessPolicy(_settings())), path)
+    assert status == 404 and headers["content-type"] == "application/json"
+    assert body["error"] == "no route: the path holds a control character"
+
+
 def test_bodies_over_the_limit_are_413_whether_announced_or_streamed() -> None:
     policy = AccessPolicy(
         _settings(CLIENTINSIGHT_MAX_BODY_BYTES=2048),
