@@ -117,6 +117,6 @@ ClientInsight.add_asgi_middleware(AccessGuard, policy=ACCESS)
 tuning.fix_output_media_types(*MODEL_SERVICES.values(), ClientInsight)
 tuning.release_request_timers()
 tuning.quiet_readiness_probe()
-openapi.install(routes)
+openapi.install(routes, oip_rest.openapi(INFERENCE))
 
 __all__: list[Any] = ["ClientInsight", "app"]

@@ -74,8 +74,13 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def document(spec: dict[str, Any], routes: RouteTable) -> dict[str, Any]:
-    """The fixes in the module docstring, applied to a generated document (in place)."""
+def document(spec: dict[str, Any], routes: RouteTable, *more: dict[str, Any]) -> dict[str, Any]:
+    """The fixes in the module docstring, applied to a generated document (in place), and
+    `more` routes BentoML does not see (each `{"paths": ..., "schemas": ...}`: the Open
+    Inference Protocol's, `serving/oip/rest.py`)."""
+    for extra in more:
+        spec.setdefault("paths", {}).update(extra["paths"])
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(extra["schemas"])
     spec["info"] = {
         "title": "ClientInsight",
         "version": package_version(),
@@ -112,7 +117,7 @@ def document(spec: dict[str, Any], routes: RouteTable) -> dict[str, Any]:
     return spec
 
 
-def install(routes: RouteTable) -> None:
+def install(routes: RouteTable, *more: dict[str, Any]) -> None:
     """Serve `document(...)` of BentoML's generated document at `/docs.json`."""
     from _bentoml_impl.server.app import ServiceAppFactory
     from starlette.responses import JSONResponse
@@ -124,7 +129,7 @@ def install(routes: RouteTable) -> None:
         response = await generate(self, request)
         if response.status_code != 200:
             return response
-        return JSONResponse(document(json.loads(bytes(response.body)), routes))
+        return JSONResponse(document(json.loads(bytes(response.body)), routes, *more))
 
     documented_view.generated = generate  # type: ignore[attr-defined]
     ServiceAppFactory.openapi_spec_view = documented_view

@@ -293,3 +293,202 @@ def install(app: FastAPI, plane: DataPlane, service: Callable[[], Any]) -> None:
 def _target(request: Request) -> tuple[str, str | None]:
     params = request.path_params
     return str(params["name"]), params.get("version")
+
+
+def _tensor(data: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+        "parameters": {"type": "object"},
+    }
+    if data:  # row-major elements, flat or nested as the shape; absent when sent binary
+        properties["data"] = {"type": "array", "items": {}}
+    return {"type": "object", "required": ["name", "shape", "datatype"], "properties": properties}
+
+
+def openapi(plane: DataPlane) -> dict[str, Any]:
+    """The protocol's routes for `/docs.json` (`serving/openapi.py`): the KServe V2 REST
+    schemas, with `name` one of the models the catalog serves. Binary bodies (the extension)
+    are described, not schema'd: a JSON schema cannot say where the binary part starts."""
+    error = {"$ref": "#/components/schemas/OipError"}
+
+    def answers(ok: dict[str, Any], *statuses: int) -> dict[str, Any]:
+        why = {
+            400: "Bad input: the tensor and the problem",
+            404: "No such model, or that version is not loaded",
+            413: "Too large: over the rows per request or the body size limit",
+            503: "Not ready: a model service is down or did not answer in time",
+        }
+        out: dict[str, Any] = {"200": ok}
+        for status in statuses:
+            out[str(status)] = {
+                "description": why[status],
+                "content": {"application/json": {"schema": error}},
+            }
+        return out
+
+    def ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(plane.models)},
+    }
+    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+    paths: dict[str, Any] = {
+        "/v2/health/live": {
+            "get": {
+                "summary": "Open Inference Protocol: the server is live",
+                "tags": ["Open Inference Protocol"],
+                "responses": answers(ok("Live", {"type": "object", "required": ["live"]})),
+            }
+        },
+        "/v2/health/ready": {
+            "get": {
+                "summary": "Open Inference Protocol: every family's model service answers",
+                "tags": ["Open Inference Protocol"],
+                "responses": answers(ok("Ready", ready), 503),
+            }
+        },
+        "/v2": {
+            "get": {
+                "summary": "Open Inference Protocol: the server's name, version and extensions",
+                "tags": ["Open Inference Protocol"],
+                "responses": answers(
+                    ok("Server metadata", {"$ref": "#/components/schemas/OipServerMetadata"})
+                ),
+            }
+        },
+    }
+    for prefix, parameters in (
+        ("/v2/models/{name}", [name]),
+        ("/v2/models/{name}/versions/{version}", [name, version]),
+    ):
+        pinned = " (that version, while it is loaded)" if len(parameters) == 2 else ""
+        paths[prefix] = {
+            "get": {
+                "summary": f"Open Inference Protocol: a model's inputs and outputs{pinned}",
+                "tags": ["Open Inference Protocol"],
+                "parameters": parameters,
+                "responses": answers(
+                    ok("Model metadata", {"$ref": "#/components/schemas/OipModelMetadata"}),
+                    404,
+                ),
+            }
+        }
+        paths[f"{prefix}/ready"] = {
+            "get": {
+                "summary": f"Open Inference Protocol: a model is ready{pinned}",
+                "tags": ["Open Inference Protocol"],
+                "parameters": parameters,
+                "responses": answers(ok("Ready", ready), 404, 503),
+            }
+        }
+        paths[f"{prefix}/infer"] = {
+            "post": {
+                "summary": f"Open Inference Protocol: infer, one tensor per column{pinned}",
+                "description": "Also takes the binary tensor data extension: send "
+                "`Inference-Header-Content-Length` with the JSON header's size, the binary "
+                "data after it. Outputs asked for as binary come back the same way "
+                "(`application/octet-stream`).",
+                "tags": ["Open Inference Protocol"],
+                "parameters": parameters,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/OipInferenceRequest"}
+                        }
+                    },
+                },
+                "responses": answers(
+                    {
+                        "description": "The outputs, each a tensor of N rows",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/OipInferenceResponse"}
+                            },
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                        },
+                    },
+                    400,
+                    404,
+                    413,
+                    503,
+                ),
+            }
+        }
+    metadata_tensor = {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
+    }
+    schemas = {
+        "OipError": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        },
+        "OipServerMetadata": {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "OipModelMetadata": {
+            "type": "object",
+            "required": ["name", "versions", "platform", "inputs", "outputs"],
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": metadata_tensor},
+                "outputs": {"type": "array", "items": metadata_tensor},
+            },
+        },
+        "OipInferenceRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {"type": "array", "items": _tensor(data=True)},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "parameters": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+        "OipInferenceResponse": {
+            "type": "object",
+            "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "outputs": {"type": "array", "items": _tensor(data=True)},
+            },
+        },
+    }
+    return {"paths": paths, "schemas": schemas}

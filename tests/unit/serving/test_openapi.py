@@ -91,3 +91,25 @@ def test_the_contracts_bounds_are_json_schema_bounds() -> None:
         found = keys(record.model_json_schema())
         assert not found & {"ge", "le", "gt", "lt"}, record.__name__
         assert {"minimum", "maximum"} <= found
+
+
+def test_the_inference_protocols_routes_are_documented_from_the_catalog() -> None:
+    from models.catalog import FAMILIES
+    from serving.oip import rest
+    from serving.oip.dataplane import DataPlane
+
+    routes = _routes()
+    plane = DataPlane(FAMILIES)
+    spec = document(_spec(routes), routes, rest.openapi(plane))
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    [name] = infer["parameters"]
+    assert name["schema"]["enum"] == list(plane.models)
+    assert {"churn", "credit-evaluation", "credit-segment"} <= set(name["schema"]["enum"])
+    assert {"200", "400", "401", "404", "413", "429", "503"} <= set(infer["responses"])
+    assert infer["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" not in spec["paths"]["/v2/health/ready"]["get"]
+    assert "/v2/models/{name}/versions/{version}/ready" in spec["paths"]
+    request = spec["components"]["schemas"]["OipInferenceRequest"]
+    assert request["required"] == ["inputs"]
+    datatypes = request["properties"]["inputs"]["items"]["properties"]["datatype"]["enum"]
+    assert {"BYTES", "INT64", "FP64", "BOOL"} <= set(datatypes)
