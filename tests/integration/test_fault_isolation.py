@@ -156,3 +156,53 @@ def test_hanging_credit_worker(fragile_server: Server) -> None:
         f"the hang went unnoticed; 503 reasons: {sorted(set(refused))[:5]}"
     )
     assert load.since("credit", t0)[-1][1] == 200
+
+
+def test_a_hanging_model_worker_is_a_503_over_the_inference_protocol(
+    fragile_server: Server,
+) -> None:
+    """The Open Inference Protocol's refusals for a model service that does not answer: 503
+    with `{"error"}` over REST, UNAVAILABLE over gRPC, an error answer on a stream (which goes
+    on), each within the timeout; churn keeps answering."""
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    from tests.support import oip
+
+    wait_until_credit_answers(fragile_server.url)
+    host = fragile_server.url.removeprefix("http://")
+    rest = triton_http.InferenceServerClient(host, network_timeout=30)
+    grpc_client = triton_grpc.InferenceServerClient(fragile_server.grpc)
+    # Metadata first: it asks the model service which versions it has loaded.
+    columns = oip.typed_columns(oip.family_of("credit-evaluation"), oip.ROWS["credit"])
+    rest_inputs = oip.http_inputs(rest.get_model_metadata("credit-evaluation"), columns, True)
+    credit = oip.grpc_inputs(grpc_client.get_model_metadata("credit-evaluation"), columns)
+    churn = oip.grpc_inputs(
+        grpc_client.get_model_metadata("churn"),
+        oip.typed_columns(oip.family_of("churn"), oip.ROWS["churn"]),
+    )
+    victim = fragile_server.worker("credit_model")
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(InferenceServerException) as over_rest:
+            rest.infer("credit-evaluation", rest_inputs)
+        assert over_rest.value.status() == "503"
+        assert "credit" in over_rest.value.message()
+        with pytest.raises(InferenceServerException) as over_grpc:
+            grpc_client.infer("credit-evaluation", credit)
+        assert over_grpc.value.status() == "StatusCode.UNAVAILABLE"
+        with oip.Stream(grpc_client) as stream:
+            grpc_client.async_stream_infer("credit-evaluation", credit, request_id="down")
+            grpc_client.async_stream_infer("churn", churn, request_id="up")
+            got = stream.take(2)
+        # tritonclient hands an error answer over without its id: the error is credit's.
+        answered = [result.get_response().id for result, error in got if error is None]
+        errors = [error for _, error in got if error is not None]
+        assert answered == ["up"], "churn must keep answering on the same stream"
+        assert len(errors) == 1 and "credit" in errors[0].message()
+        assert time.monotonic() - started < 3 * (TIMEOUT_S + 2.0)
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    wait_until_credit_answers(fragile_server.url)
