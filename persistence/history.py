@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from persistence.tables import prediction_rollups, predictions, rollup_marks, stale_rollup_hours
 
@@ -94,31 +95,38 @@ class Hour:
 
 class _DocumentText(ColumnElement[str]):
     """A document's value at `key` as text, JSON booleans as `true`/`false` on every
-    database: PostgreSQL's `->>` says so, SQLite's `json_extract` says 1 and 0."""
+    database: PostgreSQL's `->>` says so, SQLite's `json_extract` says 1 and 0. Each form is
+    built once, so a query that names it twice (select and group by) binds the same
+    parameters; the cache key is (document, key)."""
 
     type = String()
     inherit_cache = True
+    _traverse_internals = [
+        ("document", InternalTraversal.dp_string),
+        ("key", InternalTraversal.dp_string),
+    ]
 
     def __init__(self, document: str, key: str) -> None:
         self.document, self.key = document, key
+        column = predictions.c[document]
+        self.portable = column[key].as_string()
+        path = literal(f'$."{key}"', String)
+        kind = func.json_type(column, path)
+        self.sqlite = case(
+            (kind == "true", literal("true")),
+            (kind == "false", literal("false")),
+            else_=cast(func.json_extract(column, path), String),
+        )
 
 
 @compiles(_DocumentText)
 def _document_text_default(element: _DocumentText, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(predictions.c[element.document][element.key].as_string(), **kw))
+    return str(compiler.process(element.portable, **kw))
 
 
 @compiles(_DocumentText, "sqlite")
 def _document_text_sqlite(element: _DocumentText, compiler: Any, **kw: Any) -> str:
-    column = predictions.c[element.document]
-    path = literal(f'$."{element.key}"', String)
-    kind = func.json_type(column, path)
-    text = case(
-        (kind == "true", literal("true")),
-        (kind == "false", literal("false")),
-        else_=cast(func.json_extract(column, path), String),
-    )
-    return str(compiler.process(text, **kw))
+    return str(compiler.process(element.sqlite, **kw))
 
 
 def _document_text(document: str, key: str) -> ColumnElement[Any]:
