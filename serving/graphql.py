@@ -78,6 +78,23 @@ class HistoryError(ValueError):
     """A query the history refuses, with a message for the caller (never masked)."""
 
 
+def grouping_query(family: Family, by: str) -> dict[str, Any]:
+    """What `history.groups` needs to aggregate `family` by its grouping `by` (the same for
+    the resolver and `python -m serving.rollups`, so both roll up the same groupings)."""
+    grouping = family.groupings.get(by)
+    if grouping is None:
+        offered = ", ".join(family.groupings) or "none"
+        raise HistoryError(f"by: {family.name} has no grouping {by!r} (it has {offered})")
+    return {
+        "model_name": family.recording.decision,
+        "document": grouping.document,
+        "key": grouping.key,
+        "bands": grouping.bands,
+        "band_names": grouping.band_names(),
+        "rate_key": None if family.rate is None else family.rate.key,
+    }
+
+
 # ---------------------------------------------------------------- engine, one per API worker
 
 _engine_lock = threading.Lock()
@@ -420,21 +437,9 @@ class Query:
     ) -> Aggregate:
         state = _history(info)
         declared = state.family(family)
-        grouping = declared.groupings.get(by)
-        if grouping is None:
-            offered = ", ".join(declared.groupings) or "none"
-            raise HistoryError(f"by: {family} has no grouping {by!r} (it has {offered})")
         start, end = _span(since, until)
         found = await state.run(
-            history.groups,
-            model_name=declared.recording.decision,
-            document=grouping.document,
-            key=grouping.key,
-            bands=grouping.bands,
-            band_names=grouping.band_names(),
-            rate_key=None if declared.rate is None else declared.rate.key,
-            since=start,
-            until=end,
+            history.groups, **grouping_query(declared, by), since=start, until=end
         )
         return Aggregate(
             family=declared.name,

@@ -151,6 +151,55 @@ def test_rollups_answer_as_the_table_does_and_stay_fresh(postgres_url: str) -> N
     engine.dispose()
 
 
+def test_the_rollups_command_rolls_up_every_grouping_the_aggregates_read(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m serving.rollups` leaves every family's groupings and the volume fresh, so
+    the aggregates that follow roll up nothing; they answer as they would have."""
+    from models import catalog
+    from serving.graphql import grouping_query
+    from serving.rollups import main, roll_up
+
+    migrate.upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    seed(engine)
+    now = T0 + timedelta(hours=2)
+    churn = next(f for f in catalog.FAMILIES if f.name == "churn")
+    with engine.connect() as connection:
+        done = roll_up(connection, catalog.FAMILIES, now)
+        assert done == sum(len(f.groupings) for f in catalog.FAMILIES) + 1
+        query = text("select scope, grouping, rolled_until from rollup_marks")
+        marks = connection.execute(query).all()
+        assert len(marks) == done and {at for _, _, at in marks} == {T0 + timedelta(hours=1)}
+        rolled = connection.execute(text("select count(*) from prediction_rollups")).scalar_one()
+        tenure = history.groups(
+            connection,
+            **grouping_query(churn, "tenure_band"),
+            since=WEEK[0],
+            until=WEEK[1],
+            now=now,
+        )
+        assert connection.execute(text("select count(*) from prediction_rollups")).scalar_one() == (
+            rolled
+        )
+    assert [(g.value, g.count) for g in tenure] == [
+        ("<12", 3),
+        ("12-24", 2),
+        ("24-48", 5),
+        (">=48", 2),
+    ]
+    engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    from persistence.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert main([]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert f"rolled up {done} groupings" in capsys.readouterr().out
+
+
 def test_rows_written_late_into_a_rolled_up_hour_are_counted(
     postgres_url: str, tmp_path: Path
 ) -> None:
