@@ -163,7 +163,11 @@ def _summary(latencies: list[float], errors: int, seconds: float) -> dict[str, f
     }
 
 
-async def _grpc_load(target: str, clients: int, seconds: float) -> dict[str, float]:
+async def _grpc_load(
+    target: str, clients: int, seconds: float, stream: bool = False
+) -> dict[str, float]:
+    """Unary ModelInfer calls, or (`stream`) one ModelStreamInfer stream per client, each
+    client sending its next request when its last is answered: bounded either way."""
     import grpc.aio
 
     from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
@@ -172,14 +176,12 @@ async def _grpc_load(target: str, clients: int, seconds: float) -> dict[str, flo
     # A channel (one HTTP/2 connection) per client, as each tritonclient.grpc client has, and
     # as wrk and h2load open one connection per client.
     channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
-    stubs = [pb_grpc.GRPCInferenceServiceStub(c) for c in channels]
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
 
-    async def caller(i: int) -> None:
+    async def calls(stub: Any) -> None:
         nonlocal errors
-        stub = stubs[i % len(stubs)]
         while time.perf_counter() < stop:
             started = time.perf_counter()
             try:
@@ -188,42 +190,22 @@ async def _grpc_load(target: str, clients: int, seconds: float) -> dict[str, flo
             except grpc.aio.AioRpcError:
                 errors += 1
 
-    began = time.perf_counter()
-    await asyncio.gather(*(caller(i) for i in range(clients)))
-    elapsed = time.perf_counter() - began
-    for channel in channels:
-        await channel.close()
-    return _summary(latencies, errors, elapsed)
-
-
-async def _grpc_stream_load(target: str, clients: int, seconds: float) -> dict[str, float]:
-    """One ModelStreamInfer stream per client (on its own channel), each sending its next
-    request when the last is answered: bounded, as the unary generator."""
-    import grpc.aio
-
-    from serving.oip import open_inference_grpc_pb2_grpc as pb_grpc
-
-    request = grpc_request()
-    channels = [grpc.aio.insecure_channel(target) for _ in range(clients)]
-    latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def streamer(channel: grpc.aio.Channel) -> None:
+    async def streams(stub: Any) -> None:
         nonlocal errors
-        stream = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(timeout=seconds + 60)
+        call = stub.ModelStreamInfer(timeout=seconds + 60)
         while time.perf_counter() < stop:
             started = time.perf_counter()
-            await stream.write(request)
-            reply = await stream.read()
+            await call.write(request)
+            reply = await call.read()
             if reply is grpc.aio.EOF or reply.error_message:
                 errors += 1
             else:
                 latencies.append((time.perf_counter() - started) * 1000)
-        await stream.done_writing()
+        await call.done_writing()
 
+    client = streams if stream else calls
     began = time.perf_counter()
-    await asyncio.gather(*(streamer(channel) for channel in channels))
+    await asyncio.gather(*(client(pb_grpc.GRPCInferenceServiceStub(c)) for c in channels))
     elapsed = time.perf_counter() - began
     for channel in channels:
         await channel.close()
@@ -296,7 +278,7 @@ def _load_main(protocol: str, url: str, grpc_target: str, clients: int, seconds:
     if protocol == "grpc":
         result = asyncio.run(_grpc_load(grpc_target, clients, seconds))
     elif protocol == "grpc-stream":
-        result = asyncio.run(_grpc_stream_load(grpc_target, clients, seconds))
+        result = asyncio.run(_grpc_load(grpc_target, clients, seconds, stream=True))
     else:
         path, body, headers = requests_for(url)[protocol]
         result = asyncio.run(_http_load(f"{url}{path}", clients, seconds, body, headers))
