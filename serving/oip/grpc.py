@@ -224,8 +224,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code = "OK"
             return reply
         except ApiError as error:
-            error.log_line("gRPC", SERVICE)
-            status = _status(error)
+            status = _refused(error)
             code = status.name
             await context.abort(status, error.message)
         finally:
@@ -324,10 +323,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 key = self.policy.key_for(self.policy.presented_in(_metadata(context)), "key")
             except ApiError as error:
-                error.log_line("gRPC", SERVICE)
+                status = _refused(error)
                 if self.metrics is not None:
-                    self.metrics.observe("ModelStreamInfer", _status(error).name, 0.0)
-                await context.abort(_status(error), error.message)
+                    self.metrics.observe("ModelStreamInfer", status.name, 0.0)
+                await context.abort(status, error.message)
         replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
@@ -350,8 +349,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 code = "OK"
                 replies.put_nowait(pb.ModelStreamInferResponse(infer_response=reply))
             except ApiError as error:
-                error.log_line("gRPC", SERVICE)
-                code = _status(error).name
+                code = _refused(error).name
                 refuse(error.message)
             except Exception:  # a unary call would end UNKNOWN; a stream must still answer
                 log.exception("ModelStreamInfer: request %r failed", request_id)
@@ -384,7 +382,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 task.cancel()
 
 
-def _status(error: ApiError) -> grpc.StatusCode:
+def _refused(error: ApiError) -> grpc.StatusCode:
+    """A refusal's gRPC status, its one log line written."""
+    error.log_line("gRPC", SERVICE)
     return CODES.get(error.status, grpc.StatusCode.INTERNAL)
 
 
