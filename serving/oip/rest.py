@@ -295,16 +295,19 @@ def _target(request: Request) -> tuple[str, str | None]:
     return str(params["name"]), params.get("version")
 
 
-def _tensor(data: bool) -> dict[str, Any]:
-    properties: dict[str, Any] = {
+#: A tensor in a request or a response; `data` holds the row-major elements, flat or nested
+#: as the shape, and is absent when they travel binary.
+_TENSOR: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "datatype": {"type": "string", "enum": sorted(DATATYPES)},
         "parameters": {"type": "object"},
-    }
-    if data:  # row-major elements, flat or nested as the shape; absent when sent binary
-        properties["data"] = {"type": "array", "items": {}}
-    return {"type": "object", "required": ["name", "shape", "datatype"], "properties": properties}
+        "data": {"type": "array", "items": {}},
+    },
+}
 
 
 def openapi(plane: DataPlane) -> dict[str, Any]:
@@ -465,7 +468,7 @@ def openapi(plane: DataPlane) -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string"},
                 "parameters": {"type": "object"},
-                "inputs": {"type": "array", "items": _tensor(data=True)},
+                "inputs": {"type": "array", "items": _TENSOR},
                 "outputs": {
                     "type": "array",
                     "items": {
@@ -487,7 +490,7 @@ def openapi(plane: DataPlane) -> dict[str, Any]:
                 "model_version": {"type": "string"},
                 "id": {"type": "string"},
                 "parameters": {"type": "object"},
-                "outputs": {"type": "array", "items": _tensor(data=True)},
+                "outputs": {"type": "array", "items": _TENSOR},
             },
         },
     }
